@@ -1,0 +1,307 @@
+"""params.yaml, read in one place into frozen, validated dataclasses (one per section).
+
+A typo (``dvc exp run -S trian.lr=...`` or ``-S train.lrr=...``), a wrong type or an out-of-range
+value is an error at start naming the key, never a silent default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_FILE = "params.yaml"
+
+
+class ParamsError(ValueError):
+    """A params.yaml value is missing, unknown, of the wrong type or out of range."""
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ParamsError(f"params.yaml: {key} {message}")
+
+
+def _coerce(section: str, name: str, value: Any, expected: type) -> Any:
+    key = f"{section}.{name}"
+    # bool is an int subclass: reject True for an int and 1 for a bool explicitly.
+    if expected is bool:
+        _check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        return value
+    if expected is int:
+        _check(
+            isinstance(value, int) and not isinstance(value, bool),
+            key,
+            f"must be an integer, got {value!r}",
+        )
+        return value
+    if expected is float:
+        _check(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            key,
+            f"must be a number, got {value!r}",
+        )
+        return float(value)
+    if expected is str:
+        _check(isinstance(value, str), key, f"must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported param type {expected}")
+
+
+def _from_mapping(cls: type, section: str, raw: Any) -> Any:
+    if raw is None:
+        raw = {}
+    _check(isinstance(raw, dict), section, f"must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ParamsError(
+            f"params.yaml: unknown key(s) {', '.join(section + '.' + k for k in unknown)}; "
+            f"known keys of '{section}': {', '.join(sorted(fields))}"
+        )
+    values = {}
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    for name, value in raw.items():
+        expected = {"bool": bool, "int": int, "float": float, "str": str}[str(types[name])]
+        values[name] = _coerce(section, name, value, expected)
+    return cls(**values)
+
+
+def _fraction(key: str, value: float, low_open: bool = False) -> None:
+    ok = (0.0 < value < 1.0) if low_open else (0.0 <= value < 1.0)
+    _check(ok, key, f"must be in {'(0' if low_open else '[0'}, 1), got {value}")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str = "synthetic"
+    root: str = "data/synthetic"
+    # folders source: a regex over the file name; its first group (or the whole match) is the
+    # subject, so one person never lands in two splits. Empty: every file stem is its own subject.
+    subject_pattern: str = ""
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.15
+    split_seed: int = 0
+
+    SOURCES = ("synthetic", "ouhands", "folders")
+    SYNTHETIC_ROOT = "data/synthetic"
+
+    def __post_init__(self) -> None:
+        _check(
+            self.source in self.SOURCES,
+            "data.source",
+            f"must be one of {self.SOURCES}, got {self.source!r}",
+        )
+        _check(bool(self.root), "data.root", "must name the data folder")
+        if self.source == "synthetic":
+            _check(
+                Path(self.root) == Path(self.SYNTHETIC_ROOT),
+                "data.root",
+                f"must be {self.SYNTHETIC_ROOT} with data.source=synthetic (the synthesize stage "
+                f"writes there), got {self.root!r}",
+            )
+        if self.subject_pattern:
+            try:
+                re.compile(self.subject_pattern)
+            except re.error as error:
+                raise ParamsError(
+                    f"params.yaml: data.subject_pattern is not a valid regex: {error}"
+                ) from None
+        _fraction("data.validation_fraction", self.validation_fraction)
+        _fraction("data.test_fraction", self.test_fraction)
+        _check(
+            self.validation_fraction + self.test_fraction < 1.0,
+            "data.validation_fraction + data.test_fraction",
+            "must leave images for training (sum < 1)",
+        )
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    num_images: int = 600
+    width: int = 640
+    height: int = 480
+    seed: int = 0
+    num_subjects: int = 12
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check(self.num_images >= 3, "synthetic.num_images", f"must be >= 3, got {self.num_images}")
+        _check(
+            64 <= self.width <= 4096, "synthetic.width", f"must be in [64, 4096], got {self.width}"
+        )
+        _check(
+            64 <= self.height <= 4096,
+            "synthetic.height",
+            f"must be in [64, 4096], got {self.height}",
+        )
+        _check(
+            self.num_subjects >= 2,
+            "synthetic.num_subjects",
+            f"must be >= 2, got {self.num_subjects}",
+        )
+        _fraction("synthetic.test_fraction", self.test_fraction, low_open=True)
+        _fraction("synthetic.validation_fraction", self.validation_fraction)
+
+
+@dataclass(frozen=True)
+class TeacherParams:
+    # Empty: the pinned MediaPipe models from the mediapipe 0.10.21 wheel. Else a HandLandmarker
+    # .task file (e.g. Google's published hand_landmarker.task).
+    model_path: str = ""
+
+
+@dataclass(frozen=True)
+class LandmarksParams:
+    num_hands: int = 2
+    min_hand_detection_confidence: float = 0.5
+    min_hand_presence_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+    workers: int = 0  # 0: one per CPU core
+
+    def __post_init__(self) -> None:
+        _check(
+            1 <= self.num_hands <= 8,
+            "landmarks.num_hands",
+            f"must be in [1, 8], got {self.num_hands}",
+        )
+        for name in (
+            "min_hand_detection_confidence",
+            "min_hand_presence_confidence",
+            "min_tracking_confidence",
+        ):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 1.0, f"landmarks.{name}", f"must be in [0, 1], got {value}")
+        _check(self.workers >= 0, "landmarks.workers", f"must be >= 0, got {self.workers}")
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or len(os.sched_getaffinity(0))
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    max_hands: int = 1
+    min_handedness_score: float = 0.5
+    # How far (fraction of width/height) a landmark may lie outside the image before a drop.
+    out_of_image_margin: float = 0.05
+    # Overlap (IoU) of the teacher's landmark box with the source's box; 0 disables the rule.
+    min_box_iou: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(self.max_hands >= 1, "split.max_hands", f"must be >= 1, got {self.max_hands}")
+        _check(
+            0.0 <= self.min_handedness_score <= 1.0,
+            "split.min_handedness_score",
+            "must be in [0, 1]",
+        )
+        _check(
+            0.0 <= self.out_of_image_margin <= 1.0, "split.out_of_image_margin", "must be in [0, 1]"
+        )
+        _check(0.0 <= self.min_box_iou <= 1.0, "split.min_box_iou", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    pretrained: str = "none"  # none | imagenet
+    image_size: int = 224
+    loss: str = "smooth_l1"  # smooth_l1 | l1 | mse
+    smooth_l1_beta: float = 0.02
+    z_weight: float = 1.0
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 0  # 0: 64 on a GPU, 16 on the CPU (the seed's values)
+    epochs: int = 50
+    dropout: float = 0.2
+    color_jitter: float = 0.3
+    grayscale_p: float = 0.1
+    device: str = "auto"  # auto | cuda | mps | cpu
+    seed: int = 0
+    threads: int = 0  # CPU threads for torch; 0: torch's default
+
+    PRETRAINED = ("none", "imagenet")
+    LOSSES = ("smooth_l1", "l1", "mse")
+    DEVICES = ("auto", "cuda", "mps", "cpu")
+
+    def __post_init__(self) -> None:
+        _check(
+            self.pretrained in self.PRETRAINED,
+            "train.pretrained",
+            f"must be one of {self.PRETRAINED}",
+        )
+        _check(self.loss in self.LOSSES, "train.loss", f"must be one of {self.LOSSES}")
+        _check(self.device in self.DEVICES, "train.device", f"must be one of {self.DEVICES}")
+        _check(
+            32 <= self.image_size <= 1024,
+            "train.image_size",
+            f"must be in [32, 1024], got {self.image_size}",
+        )
+        _check(self.smooth_l1_beta > 0, "train.smooth_l1_beta", "must be > 0")
+        _check(self.z_weight >= 0, "train.z_weight", "must be >= 0")
+        _check(0 < self.lr < 10, "train.lr", f"must be in (0, 10), got {self.lr}")
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _check(self.batch_size >= 0, "train.batch_size", "must be >= 0 (0: per-device default)")
+        _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
+        _check(0 <= self.dropout < 1, "train.dropout", "must be in [0, 1)")
+        _check(0 <= self.color_jitter <= 1, "train.color_jitter", "must be in [0, 1]")
+        _check(0 <= self.grayscale_p <= 1, "train.grayscale_p", "must be in [0, 1]")
+        _check(self.threads >= 0, "train.threads", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    grid_images: int = 12  # test images drawn in the overlay grid
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.grid_images <= 64, "evaluate.grid_images", "must be in [1, 64]")
+        _check(self.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams = field(default_factory=DataParams)
+    synthetic: SyntheticParams = field(default_factory=SyntheticParams)
+    teacher: TeacherParams = field(default_factory=TeacherParams)
+    landmarks: LandmarksParams = field(default_factory=LandmarksParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+
+SECTIONS: dict[str, type] = {
+    f.name: f.default_factory().__class__ for f in dataclasses.fields(Params)
+}
+
+
+def params_from_dict(raw: dict) -> Params:
+    _check(isinstance(raw, dict), "file", "must hold a mapping of sections")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ParamsError(
+            f"params.yaml: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}"
+        )
+    return Params(
+        **{name: _from_mapping(cls, name, raw.get(name)) for name, cls in SECTIONS.items()}
+    )
+
+
+def load_params(path: str | os.PathLike = PARAMS_FILE) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found; run from the repository root")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path} is not valid YAML: {error}") from None
+    return params_from_dict(raw)
+
+
+def as_dict(section: Any) -> dict[str, Any]:
+    return dataclasses.asdict(section)

@@ -1,0 +1,57 @@
+"""Stage landmarks: MediaPipe labels for every image of the data source, in one table."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.io import write_json, write_table
+from pipeline.labeling import label_images, labeling_metrics, skipped_table
+from pipeline.params import load_params
+from pipeline.sources import list_images
+from pipeline.teacher import TeacherSettings, sha256_of
+from stages.teacher import MODEL
+
+TABLE = Path("data/landmarks/labels.parquet")
+SKIPPED = Path("data/landmarks/skipped.csv")
+METRICS = Path("metrics/landmarks.json")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    data, landmarks = params.data, params.landmarks
+    listing = list_images(
+        data.source,
+        data.root,
+        subject_pattern=data.subject_pattern,
+        validation_fraction=data.validation_fraction,
+        test_fraction=data.test_fraction,
+        split_seed=data.split_seed,
+    )
+    settings = TeacherSettings(
+        num_hands=landmarks.num_hands,
+        min_hand_detection_confidence=landmarks.min_hand_detection_confidence,
+        min_hand_presence_confidence=landmarks.min_hand_presence_confidence,
+        min_tracking_confidence=landmarks.min_tracking_confidence,
+    )
+    result = label_images(
+        listing, MODEL, settings, landmarks.worker_count, progress=not args.no_progress
+    )
+    metrics = labeling_metrics(result, sha256_of(MODEL))
+    # The report and metrics first, the table last: the table is what the next stage consumes.
+    write_table(SKIPPED, skipped_table(result.skipped))
+    write_json(METRICS, metrics)
+    write_table(TABLE, result.table)
+    print(
+        f"labelled {metrics['images']} images, hand found in {metrics['detected']} "
+        f"({metrics['detection_rate']:.1%}), {metrics['skipped']} skipped (see {SKIPPED}), "
+        f"{metrics['images_per_second']} img/s"
+    )
+
+
+if __name__ == "__main__":
+    main()

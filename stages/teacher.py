@@ -1,0 +1,27 @@
+"""Stage teacher: the pinned MediaPipe HandLandmarker bundle (or the user's .task file)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.io import write_json
+from pipeline.params import load_params
+from pipeline.teacher import build_teacher_model
+
+MODEL = Path("models/teacher/hand_landmarker.task")
+METRICS = Path("metrics/teacher.json")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = load_params(args.params).teacher
+    provenance = build_teacher_model(MODEL, params.model_path)
+    write_json(METRICS, {"teacher": provenance})
+    print(f"teacher model {MODEL} sha256 {provenance['sha256']} from {provenance['source']}")
+
+
+if __name__ == "__main__":
+    main()

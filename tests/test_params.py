@@ -1,0 +1,61 @@
+import pytest
+
+from pipeline.params import ParamsError, load_params, params_from_dict
+
+
+def test_repository_params_load():
+    params = load_params("params.yaml")
+    assert params.data.source == "synthetic"
+    assert params.train.epochs >= 1
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"trian": {"lr": 0.1}}, "unknown section(s) trian"),
+        ({"train": {"lrr": 0.1}}, "unknown key(s) train.lrr"),
+        ({"train": {"lr": "fast"}}, "train.lr must be a number"),
+        ({"train": {"epochs": 2.5}}, "train.epochs must be an integer"),
+        ({"train": {"epochs": True}}, "train.epochs must be an integer"),
+        ({"train": {"epochs": 0}}, "train.epochs must be >= 1"),
+        ({"train": {"lr": -1}}, "train.lr must be in (0, 10)"),
+        ({"train": {"pretrained": "coco"}}, "train.pretrained must be one of"),
+        ({"train": {"device": "tpu"}}, "train.device must be one of"),
+        ({"landmarks": {"num_hands": 0}}, "landmarks.num_hands must be in [1, 8]"),
+        ({"landmarks": {"min_hand_detection_confidence": 1.5}}, "must be in [0, 1]"),
+        ({"split": {"min_box_iou": -0.1}}, "split.min_box_iou"),
+        ({"data": {"source": "s3"}}, "data.source must be one of"),
+        ({"data": {"source": "synthetic", "root": "elsewhere"}}, "must be data/synthetic"),
+        (
+            {
+                "data": {
+                    "source": "folders",
+                    "root": "x",
+                    "validation_fraction": 0.6,
+                    "test_fraction": 0.5,
+                }
+            },
+            "must leave images for training",
+        ),
+        ({"data": {"source": "folders", "root": "x", "subject_pattern": "("}}, "not a valid regex"),
+        ({"synthetic": {"num_images": 1}}, "synthetic.num_images must be >= 3"),
+    ],
+)
+def test_bad_params_are_errors_naming_the_key(raw, message):
+    with pytest.raises(ParamsError) as error:
+        params_from_dict(raw)
+    assert message in str(error.value)
+
+
+def test_int_accepted_for_float_and_converted():
+    params = params_from_dict({"train": {"lr": 1}})
+    assert params.train.lr == 1.0 and isinstance(params.train.lr, float)
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
