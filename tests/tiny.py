@@ -1,0 +1,57 @@
+"""Tiny labelled data for training tests: hand skeletons drawn where their landmarks are, so a
+model has something real (if simple) to learn. The full renderer is tested in test_synthetic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.data import SplitData, resize_square
+from pipeline.keypoints import NUM_JOINTS
+from pipeline.labeling import LANDMARK_COLUMNS
+from pipeline.plots import draw_skeleton
+
+# A flat open hand, normalised to a unit box, wrist at the bottom.
+_ANGLES = np.deg2rad([-60, -30, 0, 25, 50])
+_TEMPLATE = [(0.5, 1.0)]
+for angle, length in zip(_ANGLES, (0.35, 0.5, 0.55, 0.5, 0.4)):
+    for step in range(1, 5):
+        r = 0.15 + length * step / 4
+        _TEMPLATE.append((0.5 + r * np.sin(angle), 1.0 - r * np.cos(angle)))
+TEMPLATE = np.array(_TEMPLATE)
+
+
+def skeleton_split(
+    count: int, image_size: int = 32, seed: int = 0, width: int = 96, height: int = 72
+) -> SplitData:
+    rng = np.random.default_rng(seed)
+    images, landmarks = [], []
+    for _ in range(count):
+        scale = rng.uniform(0.4, 0.7)
+        offset = rng.uniform(0.05, 0.95 - scale, 2)
+        xy = TEMPLATE * scale + offset
+        z = rng.normal(0, 0.02, (NUM_JOINTS, 1))
+        canvas = rng.integers(0, 80, (height, width, 3), dtype=np.uint8)
+        canvas = draw_skeleton(canvas, xy * [width, height], (230, 190, 160), thickness=2)
+        images.append(resize_square(canvas, image_size))
+        landmarks.append(np.hstack([xy, z]))
+    landmarks = np.array(landmarks).reshape(count, NUM_JOINTS, 3)
+    images = np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
+    table = pd.DataFrame(
+        {
+            "path": [f"img{i}.png" for i in range(count)],
+            "split": "train",
+            "class_name": ["A", "B"] * (count // 2) + ["A"] * (count % 2),
+            "width": width,
+            "height": height,
+        }
+    )
+    table[LANDMARK_COLUMNS] = landmarks.reshape(count, NUM_JOINTS * 3)
+    return SplitData(
+        images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        landmarks=landmarks,
+        width=np.full(count, float(width)),
+        height=np.full(count, float(height)),
+        table=table,
+    )
