@@ -224,6 +224,7 @@ class TrainParams:
     device: str = "auto"  # auto | cuda | mps | cpu
     seed: int = 0
     threads: int = 0  # CPU threads for torch; 0: torch's default
+    compile: bool = False  # torch.compile the model (worth it on a GPU for long runs)
 
     PRETRAINED = ("none", "imagenet")
     LOSSES = ("smooth_l1", "l1", "mse")

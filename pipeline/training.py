@@ -106,6 +106,15 @@ def validation_metrics(predicted: np.ndarray, split: SplitData) -> dict:
     return metrics
 
 
+def _resident(images: torch.Tensor, device: torch.device, share_of_free: float = 0.3) -> torch.Tensor:
+    if device.type != "cuda":
+        return images
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    if images.numel() * images.element_size() < share_of_free * free_bytes:
+        return images.to(device)
+    return images.pin_memory()
+
+
 def _autocast(device: torch.device):
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -238,13 +247,15 @@ def fit(
         model = model.to(memory_format=torch.channels_last)
 
     targets = codec.encode(train.landmarks)
+    # Decoded images stay on the GPU when they fit comfortably; else pinned for async copies.
+    train_images = _resident(train.images, device)
+    step_model = torch.compile(model) if params.compile else model
     loss_fn = _loss_fn(params)
     steps_per_epoch = len(batches(len(train), batch_size, None))
     total_steps = steps_per_epoch * params.epochs
     scaler = torch.amp.GradScaler(
         "cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported()
     )
-    pin = device.type == "cuda"
 
     for epoch in range(start_epoch, params.epochs):
         started = time.perf_counter()
@@ -257,16 +268,14 @@ def fit(
             global_step = epoch * steps_per_epoch + step
             for group in optimizer.param_groups:
                 group["lr"] = 0.5 * params.lr * (1 + math.cos(math.pi * global_step / total_steps))
-            images = train.images[index]
-            if pin:
-                images = images.pin_memory()
-            x = images.to(device, non_blocking=True).float().div_(255)
+            x = train_images[index.to(train_images.device)].to(device, non_blocking=True)
+            x = x.float().div_(255)
             x = color_augment(x, params.color_jitter, params.grayscale_p, generator)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             y = targets[index].to(device, non_blocking=True)
             with _autocast(device):
-                outputs = model(x)
+                outputs = step_model(x)
             loss = loss_fn(outputs.float(), y)
             if not torch.isfinite(loss):
                 raise TrainingError(
