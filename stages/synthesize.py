@@ -1,0 +1,24 @@
+"""Stage synthesize: render the synthetic OUHANDS-layout data set with true landmarks."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from pipeline.params import DataParams, load_params
+from pipeline.sources.synthetic import SyntheticSettings, write_synthetic_dataset
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = load_params(args.params).synthetic
+    settings = SyntheticSettings(**dataclasses.asdict(params))
+    summary = write_synthetic_dataset(Path(DataParams.SYNTHETIC_ROOT), settings)
+    print(f"synthetic data set in {DataParams.SYNTHETIC_ROOT}: {summary}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""The synthetic source: a deterministic OUHANDS layout with true landmarks the teacher confirms."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.keypoints import NUM_JOINTS, column_names, hand_size
+from pipeline.sources.synthetic import (
+    GESTURE_CLASSES,
+    SyntheticSettings,
+    make_subject_styles,
+    render_hand,
+    write_synthetic_dataset,
+)
+
+TINY = SyntheticSettings(num_images=24, width=320, height=240, seed=3, num_subjects=5)
+NAME = re.compile(r"^(?P<gesture>[A-Z])-(?P<subject>s\d{2})-(?P<number>\d{4})\.png$")
+TRAIN = Path("OUHANDS_train/train/hand_data")
+TEST = Path("OUHANDS_test/test/hand_data")
+LISTS = Path("OUHANDS_train/data_split_for_intermediate_tests")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("synthetic") / "data"
+    return root, write_synthetic_dataset(root, TINY)
+
+
+def test_same_settings_give_byte_identical_files(tiny_dataset, tmp_path):
+    root, _ = tiny_dataset
+    again = tmp_path / "again"
+    write_synthetic_dataset(again, TINY)
+    assert _files(root) == _files(again)
+    assert not list(tmp_path.glob(".again.partial*")), "the temporary folder must be gone"
+
+
+def test_another_seed_gives_other_images(tiny_dataset, tmp_path):
+    root, _ = tiny_dataset
+    other = tmp_path / "other"
+    write_synthetic_dataset(other, SyntheticSettings(**{**TINY.__dict__, "seed": TINY.seed + 1}))
+    ours, theirs = _files(root), _files(other)
+    shared_pngs = [name for name in ours if name.endswith(".png") and name in theirs]
+    assert shared_pngs, "both seeds should name some images alike"
+    assert all(ours[name] != theirs[name] for name in shared_pngs)
+
+
+def test_layout_matches_ouhands(tiny_dataset):
+    root, summary = tiny_dataset
+    train_pngs = sorted(p.name for p in (root / TRAIN / "colour").glob("*.png"))
+    test_pngs = sorted(p.name for p in (root / TEST / "colour").glob("*.png"))
+    assert len(train_pngs) + len(test_pngs) == TINY.num_images
+    assert summary["train"] + summary["validation"] == len(train_pngs)
+    assert summary["test"] == len(test_pngs) > 0
+
+    training = (root / LISTS / "training_files.txt").read_text().splitlines()
+    validation = (root / LISTS / "validation_files.txt").read_text().splitlines()
+    assert training == sorted(training) and validation == sorted(validation)
+    assert sorted(training + validation) == train_pngs and not set(training) & set(validation)
+    assert len(validation) == round(TINY.validation_fraction * len(train_pngs))
+
+    subjects = {}
+    for split, names in (("train", training + validation), ("test", test_pngs)):
+        match = [NAME.match(name) for name in names]
+        assert all(match), [n for n, m in zip(names, match) if not m]
+        assert {m["gesture"] for m in match} <= set(GESTURE_CLASSES)
+        subjects[split] = {m["subject"] for m in match}
+    assert not subjects["train"] & subjects["test"], "test subjects must be other people"
+
+    for hand_dir, names in ((TRAIN, train_pngs), (TEST, test_pngs)):
+        for name in names:
+            lines = (root / hand_dir / "bounding_box" / f"{name[:-4]}.txt").read_text().splitlines()
+            assert lines[0] == "1"
+            x, y, w, h = (int(v) for v in lines[1].split())
+            assert 0 <= x and 0 <= y and w > 0 and h > 0
+            assert x + w <= TINY.width and y + h <= TINY.height
+        truth = (root / hand_dir / "true_landmarks.csv").read_text().splitlines()
+        assert truth[0].split(",") == ["image", "handedness", *column_names("", "xy")]
+        rows = [line.split(",") for line in truth[1:]]
+        assert [row[0] for row in rows] == names, "one truth row per PNG, sorted by name"
+        for row in rows:
+            assert row[1] in ("Left", "Right")
+            values = np.array(row[2:], dtype=float)
+            assert len(values) == 2 * NUM_JOINTS and np.all((values >= 0) & (values <= 1))
+            assert all(len(v.split(".")[1]) == 6 for v in row[2:])
+
+
+def test_dataset_reads_back_through_the_ouhands_reader(tiny_dataset):
+    from pipeline.sources import list_images
+
+    root, summary = tiny_dataset
+    listing = list_images("synthetic", root)
+    assert not listing.skipped
+    splits = [record.split for record in listing.records]
+    assert {s: splits.count(s) for s in ("train", "validation", "test")} == {
+        s: summary[s] for s in ("train", "validation", "test")
+    }
+
+
+@pytest.mark.parametrize("width, height", [(640, 480), (320, 240)])
+def test_true_landmarks_lie_on_the_drawn_hand(width, height):
+    styles = make_subject_styles(np.random.default_rng(7), 6)
+    for index in range(40):
+        gesture = GESTURE_CLASSES[index % len(GESTURE_CLASSES)]
+        hand = render_hand(
+            np.random.default_rng([11, index]), gesture, styles[index % 6], width, height
+        )
+        assert hand.image.shape == (height, width, 3) and hand.image.dtype == np.uint8
+        assert hand.landmarks_px.shape == (NUM_JOINTS, 2)
+        assert hand.hand_mask.shape == (height, width) and hand.hand_mask.dtype == bool
+        cols, rows = np.round(hand.landmarks_px).astype(int).T
+        assert np.all((cols >= 0) & (cols < width) & (rows >= 0) & (rows < height))
+        off_hand = np.flatnonzero(~hand.hand_mask[rows, cols])
+        assert off_hand.size == 0, f"image {index} ({gesture}): joints {off_hand} are off the hand"
+        x, y, w, h = hand.box_xywh
+        assert np.all((cols >= x) & (cols < x + w) & (rows >= y) & (rows < y + h))
+        mask_rows, mask_cols = np.nonzero(hand.hand_mask)
+        assert (x, y, x + w - 1, y + h - 1) == (
+            mask_cols.min(),
+            mask_rows.min(),
+            mask_cols.max(),
+            mask_rows.max(),
+        ), "the box is the tight box of the mask"
+        # The hand is drawn big enough to be seen, as in OUHANDS.
+        assert 0.2 * height < hand_size(hand.landmarks_px) < 0.9 * height
+
+
+def test_teacher_finds_the_hand_where_the_truth_says(tmp_path):
+    from pipeline.teacher import Teacher, build_teacher_model
+
+    model = tmp_path / "hand.task"
+    build_teacher_model(model)
+    styles = make_subject_styles(np.random.default_rng(5), 10)
+    detected, errors, shuffled_errors, same_label = 0, [], [], []
+    # A fixed permutation of the joints: a truth in the wrong order must score far worse.
+    shuffle = np.random.default_rng(0).permutation(NUM_JOINTS)
+    with Teacher(model) as teacher:
+        for index in range(20):
+            gesture = GESTURE_CLASSES[index % len(GESTURE_CLASSES)]
+            hand = render_hand(np.random.default_rng([21, index]), gesture, styles[index % 10])
+            result = teacher.detect(hand.image)
+            if result.num_hands == 0:
+                continue
+            detected += 1
+            found = result.landmarks[:, :, :2] * (640, 480)
+            distance = np.linalg.norm(found - hand.landmarks_px, axis=-1).mean(axis=-1)
+            best = int(np.argmin(distance))
+            size = hand_size(hand.landmarks_px)
+            errors.append(distance[best] / size)
+            shuffled = np.linalg.norm(found[best] - hand.landmarks_px[shuffle], axis=-1).mean()
+            shuffled_errors.append(shuffled / size)
+            same_label.append(result.handedness[best] == hand.handedness)
+    assert detected / 20 >= 0.85
+    # Measured about 0.07 of the hand size; a mirrored or shuffled truth is off by 0.3 or more.
+    assert np.mean(errors) < 0.15
+    assert np.mean(shuffled_errors) > 2 * np.mean(errors)
+    assert np.mean(same_label) >= 0.75, "the handedness label must be the one MediaPipe gives"
