@@ -1,0 +1,119 @@
+"""kill -9 in the middle of `dvc repro`: no half-written output is taken as valid, the next
+`dvc repro` finishes (training resumes from its last checkpoint), and results are deterministic."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from tests.dvc_repo import make_repo, run
+
+PARAMS = {
+    "synthetic": {"num_images": 240, "num_subjects": 4},
+    "landmarks": {"workers": 2},
+    "train": {"image_size": 64, "epochs": 4, "batch_size": 8, "threads": 2},
+    "evaluate": {"grid_images": 2},
+}
+TIMING_KEYS = {"images_per_second", "seconds"}
+
+
+def start(command: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def wait_for(condition, timeout: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(
+                f"finished before it could be killed:\n{process.stdout.read().decode()}"
+            )
+        if time.monotonic() > deadline:
+            kill_group(process)
+            raise AssertionError("timed out waiting to kill")
+        time.sleep(0.1)
+
+
+def without_timing(value):
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if k not in TIMING_KEYS}
+    return value
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, teacher_model) -> Path:
+    root = make_repo(tmp_path_factory.mktemp("repo"), PARAMS)
+    run(["dvc", "repro", "synthesize", "teacher"], root)
+    return root
+
+
+def test_killed_labeling_leaves_no_output_and_reruns_cleanly(repo):
+    process = start(["dvc", "repro", "landmarks"], repo)
+
+    def labelling_midway() -> bool:  # the stage's pool workers run the teacher
+        try:
+            workers = [
+                p
+                for p in psutil.Process(process.pid).children(recursive=True)
+                if "multiprocessing" in " ".join(p.cmdline())
+            ]
+        except psutil.NoSuchProcess:
+            return False
+        return sum(w.cpu_times().user > 0.5 for w in workers) >= 2
+
+    wait_for(labelling_midway, timeout=120, process=process)
+    kill_group(process)
+    assert not (repo / "data/landmarks/labels.parquet").exists()
+    assert not (repo / "metrics/landmarks.json").exists()
+    assert "landmarks" in run(["dvc", "status", "landmarks"], repo)  # DVC knows it must run
+    run(["dvc", "repro", "landmarks"], repo)
+    first = pd.read_parquet(repo / "data/landmarks/labels.parquet")
+    assert len(first) == 240
+    # same params → the same table, again
+    run(["dvc", "repro", "-f", "landmarks"], repo)
+    pd.testing.assert_frame_equal(first, pd.read_parquet(repo / "data/landmarks/labels.parquet"))
+
+
+def test_killed_training_resumes_to_the_uninterrupted_result(repo):
+    run(["dvc", "repro", "split"], repo)
+    last = repo / "models/student/last.pt"
+    process = start(["dvc", "repro", "train"], repo)
+
+    def after_two_epochs() -> bool:
+        if not last.exists():
+            return False
+        import torch
+
+        try:
+            return torch.load(last, map_location="cpu", weights_only=False)["epoch"] >= 2
+        except Exception:  # being replaced right now
+            return False
+
+    wait_for(after_two_epochs, timeout=300, process=process)
+    kill_group(process)
+    resumed = run(["dvc", "repro", "train"], repo)
+    assert "resuming from models/student/last.pt after epoch" in resumed
+    resumed_metrics = json.loads((repo / "dvclive/metrics.json").read_text())
+    assert "up to date" in run(["dvc", "status", "train"], repo)
+
+    last.unlink()
+    run(["dvc", "repro", "-f", "train"], repo)  # uninterrupted, from scratch
+    straight_metrics = json.loads((repo / "dvclive/metrics.json").read_text())
+    assert without_timing(resumed_metrics) == without_timing(straight_metrics)
+    steps = pd.read_csv(repo / "dvclive/plots/metrics/val/mpjpe_px.tsv", sep="\t")
+    assert list(steps["step"]) == [1, 2, 3, 4]

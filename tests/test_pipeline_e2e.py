@@ -1,0 +1,76 @@
+"""Real `dvc repro` of the whole chain in a throw-away git repo, on a tiny synthetic data set."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.dvc_repo import commit, make_repo, run
+
+TINY_PARAMS = {
+    "synthetic": {"num_images": 24, "width": 320, "height": 240, "num_subjects": 4},
+    "landmarks": {"workers": 2},
+    "train": {"image_size": 32, "epochs": 2, "batch_size": 4, "threads": 2},
+    "evaluate": {"grid_images": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, teacher_model) -> Path:
+    root = make_repo(tmp_path_factory.mktemp("repo"), TINY_PARAMS)
+    run(["dvc", "repro"], root)
+    return root
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_repro_writes_every_stage_metric(repo):
+    teacher = read_json(repo / "metrics/teacher.json")["teacher"]
+    landmarks = read_json(repo / "metrics/landmarks.json")
+    split = read_json(repo / "metrics/split.json")
+    evaluation = read_json(repo / "metrics/evaluate.json")
+    assert landmarks["teacher_sha256"] == teacher["sha256"]
+    assert landmarks["images"] == 24 and landmarks["detection_rate"] >= 0.7
+    assert split["kept"] + split["dropped"] == landmarks["images"]
+    assert all(split[s]["kept"] >= 1 for s in ("train", "validation", "test"))
+    test = evaluation["test"]
+    assert test["images"] == split["test"]["kept"]
+    for comparison in ("student_vs_teacher", "teacher_vs_truth", "student_vs_truth"):
+        assert {"mpjpe_px", "mpjpe_norm_hand", "pck_05", "pck_10", "pck_20", "auc"} <= set(
+            test[comparison]
+        )
+    # the teacher is far closer to the truth than an untrained student is
+    assert test["teacher_vs_truth"]["mpjpe_px"] < test["student_vs_truth"]["mpjpe_px"]
+    assert (repo / "plots/overlays.png").stat().st_size > 10_000
+    live = read_json(repo / "dvclive/metrics.json")
+    assert live["step"] == 2 and "mpjpe_px" in live["val"]
+
+
+def test_second_repro_runs_nothing_and_status_is_clean(repo):
+    output = run(["dvc", "repro"], repo)
+    assert "Running stage" not in output
+    assert "up to date" in run(["dvc", "status"], repo)
+
+
+def test_metrics_and_plots_commands(repo):
+    shown = run(["dvc", "metrics", "show", "--json"], repo)
+    assert "detection_rate" in shown and "student_vs_teacher" in shown
+    run(["dvc", "plots", "show", "-o", "dvc_plots"], repo)
+    html = (repo / "dvc_plots/index.html").read_text()
+    assert "PCK curve" in html and "overlays.png" in html
+
+
+def test_experiment_with_other_params_is_listed(repo):
+    commit(repo, "baseline")
+    run(["dvc", "exp", "run", "-S", "train.epochs=1", "-n", "one-epoch"], repo)
+    shown = subprocess.run(
+        ["dvc", "exp", "show", "--json"], cwd=repo, capture_output=True, text=True
+    )
+    text = json.dumps(json.loads(shown.stdout))
+    assert "one-epoch" in text
+    assert "student_vs_teacher" in text and '"epochs": 1' in text
