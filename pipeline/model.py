@@ -1,19 +1,47 @@
-"""The student: torchvision MobileNetV2 features + a small regression head, built from a config."""
+"""The student: torchvision MobileNetV2 features + a landmark head, built from a config.
+
+Heads (``ModelConfig.head``):
+
+- ``pooled_mlp`` (the seed's): global average pool → MLP → joints × (x, y, z).
+- ``integral``: a small feature pyramid brings the stride-32 features back to stride 8; one
+  heatmap per joint, softmax over the map, x, y its expectation (integral regression /
+  soft-argmax). Resolution is kept, and the output is still a coordinate any loss can take.
+- ``simcc``: the same stride-8 features, per joint flattened into two 1-D classifications over
+  ``simcc_ratio`` bins per input pixel (SimCC); x, y the expectation of each.
+
+For the spatial heads z comes from a small branch on the pooled stride-32 features. Every head's
+``forward`` returns (N, joints*3) in the codec's units, so prediction, export and evaluation do not
+care which head a checkpoint has; ``forward_train`` also returns the distributions for a
+distribution loss, whose targets the head's ``encode`` makes and whose coordinates its ``decode``
+reads back (``decode(encode(xy)) ≈ xy``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from pipeline.codec import NUM_OUTPUTS
+from pipeline.keypoints import NUM_JOINTS
 
 # Preprocessing follows the weights: MobileNetV2's ImageNet statistics, also used when training
 # from scratch so that switching `pretrained` changes nothing else.
 IMAGENET_MEAN = tuple(MobileNet_V2_Weights.IMAGENET1K_V1.transforms().mean)
 IMAGENET_STD = tuple(MobileNet_V2_Weights.IMAGENET1K_V1.transforms().std)
+
+HEADS = ("pooled_mlp", "integral", "simcc")
+PRETRAINED = ("none", "imagenet", "synthetic")
+# MobileNetV2 feature stages whose outputs the pyramid taps: strides 8, 16 and 32.
+TAPS = (6, 13, 18)
+TAP_CHANNELS = (32, 96, 1280)
+Z_HIDDEN = 128
+SIMCC_HIDDEN = 256
+SIMCC_MAPS_PER_JOINT = 4
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -23,13 +51,15 @@ class PretrainedWeightsError(RuntimeError):
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "mobilenet_v2"
-    head: str = "pooled_mlp"
+    head: str = "pooled_mlp"  # pooled_mlp | integral | simcc
     hidden: int = 512
     dropout: float = 0.2
-    pretrained: str = "none"  # none | imagenet
+    pretrained: str = "none"  # none | imagenet | synthetic (weights from the pretrain stage)
     image_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    neck_channels: int = 96  # spatial heads: width of the stride-8 feature pyramid
+    simcc_ratio: float = 2.0  # simcc: bins per input pixel
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -38,32 +68,242 @@ class ModelConfig:
     def from_dict(cls, payload: dict) -> ModelConfig:
         payload = dict(payload)
         payload["mean"], payload["std"] = tuple(payload["mean"]), tuple(payload["std"])
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(payload) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown model config key(s) {unknown}; the file is from a newer version"
+            )
         return cls(**payload)
 
 
+class HeadOutput(NamedTuple):
+    coords: torch.Tensor  # (N, joints, 3): x, y in the input frame, z standardised
+    logits: tuple[torch.Tensor, ...]  # the head's distributions (empty for pooled_mlp)
+
+
+def _conv_bn_relu(channels_in: int, channels_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(channels_in, channels_out, 1, bias=False),
+        nn.BatchNorm2d(channels_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _separable(channels: int) -> nn.Sequential:
+    """Depthwise 3x3 + pointwise 1x1, each with BatchNorm and ReLU (MobileNet's cheap block)."""
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(channels, channels, 1, bias=False),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class FeaturePyramid(nn.Module):
+    """Stride-32 features upsampled and merged with strides 16 and 8 (a light FPN)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.lateral = nn.ModuleList(_conv_bn_relu(c, channels) for c in TAP_CHANNELS)
+        self.merge = nn.ModuleList(_separable(channels) for _ in TAP_CHANNELS[:-1])
+
+    def forward(self, taps: list[torch.Tensor]) -> torch.Tensor:
+        top = self.lateral[-1](taps[-1])
+        for level in (1, 0):
+            lateral = self.lateral[level](taps[level])
+            up = F.interpolate(top, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+            top = self.merge[level](lateral + up)
+        return top
+
+
+def bin_centres(count: int, device=None) -> torch.Tensor:
+    """Centres of ``count`` equal bins over [0, 1]."""
+    return (torch.arange(count, device=device, dtype=torch.float32) + 0.5) / count
+
+
+def gaussian_bins(centre: torch.Tensor, sigma: float, count: int) -> torch.Tensor:
+    """A soft label for ``centre`` (any shape, units of [0, 1]) over ``count`` bins: (..., count)
+    probabilities whose expectation over the bin centres is ``centre`` exactly (away from the
+    borders), whatever sigma (units of [0, 1]). The centre is split linearly between its two
+    nearest bins, and each part is spread with a Gaussian on the bin grid (a symmetric kernel
+    keeps the mean)."""
+    position = centre * count - 0.5  # in bin indices
+    low = torch.floor(position)
+    upper_share = (position - low)[..., None]
+    bins = torch.arange(count, device=centre.device, dtype=torch.float32)
+    sigma_bins = max(sigma * count, 1e-3)
+
+    def spread(middle: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-0.5 * ((bins - middle[..., None]) / sigma_bins) ** 2)
+
+    mass = (1 - upper_share) * spread(low) + upper_share * spread(low + 1)
+    return mass / mass.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def soft_kl(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """KL(target || softmax(logits)) over the last axis, (...)."""
+    log_p = F.log_softmax(logits, dim=-1)
+    terms = target * (target.clamp_min(1e-12).log() - log_p)
+    return torch.where(target > 0, terms, torch.zeros_like(terms)).sum(-1)
+
+
+class IntegralHead(nn.Module):
+    """One heatmap per joint at stride 8; softmax over the map; x, y = its expectation."""
+
+    def __init__(self, channels: int, joints: int = NUM_JOINTS):
+        super().__init__()
+        self.block = _separable(channels)
+        self.out = nn.Conv2d(channels, joints, 1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        logits = self.out(self.block(features))  # (N, J, h, w)
+        return self.decode((logits,)), (logits,)
+
+    @staticmethod
+    def decode(logits: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        (maps,) = logits
+        h, w = maps.shape[-2:]  # fixed by the input size; the batch stays dynamic (ONNX)
+        probs = F.softmax(maps.flatten(2).float(), dim=-1).unflatten(2, (h, w))
+        x = (probs.sum(2) * bin_centres(w, maps.device)).sum(-1)
+        y = (probs.sum(3) * bin_centres(h, maps.device)).sum(-1)
+        return torch.stack([x, y], dim=-1)
+
+    @staticmethod
+    def encode(xy: torch.Tensor, shape: tuple[int, int], sigma_px: float, image_size: int):
+        """Target heatmaps (N, J, h, w): separable discretised Gaussians; sigma in input px."""
+        h, w = shape
+        sigma = sigma_px / image_size
+        gx = gaussian_bins(xy[..., 0], sigma, w)
+        gy = gaussian_bins(xy[..., 1], sigma, h)
+        return (gy[..., :, None] * gx[..., None, :],)
+
+    @staticmethod
+    def distribution_loss(logits, targets) -> torch.Tensor:
+        """(N,) mean over joints of KL(target map || predicted map)."""
+        (maps,), (target,) = logits, targets
+        return soft_kl(maps.flatten(2).float(), target.flatten(2)).mean(-1)
+
+
+class SimCCHead(nn.Module):
+    """Per joint, a few stride-8 maps flattened into two 1-D classifications (x bins, y bins)."""
+
+    def __init__(self, channels: int, map_hw: tuple[int, int], bins: int, joints: int = NUM_JOINTS):
+        super().__init__()
+        self.joints = joints
+        self.block = _separable(channels)
+        self.maps = nn.Conv2d(channels, joints * SIMCC_MAPS_PER_JOINT, 1)
+        self.mlp = nn.Sequential(
+            nn.Linear(SIMCC_MAPS_PER_JOINT * map_hw[0] * map_hw[1], SIMCC_HIDDEN), nn.GELU()
+        )
+        self.x = nn.Linear(SIMCC_HIDDEN, bins)
+        self.y = nn.Linear(SIMCC_HIDDEN, bins)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        maps = self.maps(self.block(features))
+        tokens = self.mlp(maps.unflatten(1, (self.joints, SIMCC_MAPS_PER_JOINT)).flatten(2))
+        logits = (self.x(tokens), self.y(tokens))  # (N, J, bins) each
+        return self.decode(logits), logits
+
+    @staticmethod
+    def decode(logits: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        coords = []
+        for axis_logits in logits:
+            probs = F.softmax(axis_logits.float(), dim=-1)
+            coords.append((probs * bin_centres(probs.shape[-1], probs.device)).sum(-1))
+        return torch.stack(coords, dim=-1)
+
+    @staticmethod
+    def encode(xy: torch.Tensor, bins: int, sigma_px: float, image_size: int):
+        sigma = sigma_px / image_size
+        return tuple(gaussian_bins(xy[..., axis], sigma, bins) for axis in (0, 1))
+
+    @staticmethod
+    def distribution_loss(logits, targets) -> torch.Tensor:
+        """(N,) mean over joints and both axes of KL(target || predicted)."""
+        return sum(soft_kl(lg.float(), t).mean(-1) for lg, t in zip(logits, targets)) / 2
+
+
+def _stride8_size(image_size: int) -> int:
+    size = image_size
+    for _ in range(3):  # three stride-2 3x3 convolutions with padding 1: ceil(size / 2) each
+        size = (size + 1) // 2
+    return size
+
+
 class LandmarkRegressor(nn.Module):
-    """Backbone features → global pool → Dropout → Linear → ReLU → Dropout → Linear(→ joints*3)."""
+    """MobileNetV2 features → a landmark head; ``forward`` gives (N, joints*3) encoded targets."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        self.config = config
         self.features = mobilenet_v2(weights=None).features
         channels = 1280
-        self.head = nn.Sequential(
-            nn.Dropout(config.dropout),
-            nn.Linear(channels, config.hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.hidden, NUM_OUTPUTS),
-        )
+        if config.head == "pooled_mlp":
+            # Global pool → Dropout → Linear → ReLU → Dropout → Linear(→ joints*3): the seed's.
+            self.head = nn.Sequential(
+                nn.Dropout(config.dropout),
+                nn.Linear(channels, config.hidden),
+                nn.ReLU(inplace=True),
+                nn.Dropout(config.dropout),
+                nn.Linear(config.hidden, NUM_OUTPUTS),
+            )
+        else:
+            self.neck = FeaturePyramid(config.neck_channels)
+            if config.head == "integral":
+                self.head = IntegralHead(config.neck_channels)
+            else:
+                side = _stride8_size(config.image_size)
+                self.head = SimCCHead(config.neck_channels, (side, side), self.simcc_bins)
+            self.z_head = nn.Sequential(
+                nn.Dropout(config.dropout),
+                nn.Linear(channels, Z_HIDDEN),
+                nn.ReLU(inplace=True),
+                nn.Linear(Z_HIDDEN, NUM_JOINTS),
+            )
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
 
+    @property
+    def simcc_bins(self) -> int:
+        return max(2, round(self.config.image_size * self.config.simcc_ratio))
+
+    def forward_train(self, images: torch.Tensor) -> HeadOutput:
+        """``images``: float (N, 3, H, W) in [0, 1]."""
+        x = (images - self.mean) / self.std
+        if self.config.head == "pooled_mlp":
+            x = self.features(x)
+            x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+            return HeadOutput(self.head(x).unflatten(1, (NUM_JOINTS, 3)), ())
+        taps = []
+        for index, stage in enumerate(self.features):
+            x = stage(x)
+            if index in TAPS:
+                taps.append(x)
+        xy, logits = self.head(self.neck(taps))
+        z = self.z_head(torch.flatten(F.adaptive_avg_pool2d(taps[-1], 1), 1))
+        return HeadOutput(torch.cat([xy.to(z.dtype), z[..., None]], dim=-1), logits)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images``: float (N, 3, H, W) in [0, 1]; returns (N, joints*3) encoded targets."""
-        x = (images - self.mean) / self.std
-        x = self.features(x)
-        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
-        return self.head(x)
+        coords = self.forward_train(images).coords
+        return coords.flatten(1)
+
+    def encode_distributions(self, xy: torch.Tensor, logits, sigma_px: float):
+        """Targets for ``logits`` from input-frame ``xy`` (N, joints, 2)."""
+        if self.config.head == "integral":
+            return IntegralHead.encode(xy, logits[0].shape[-2:], sigma_px, self.config.image_size)
+        if self.config.head == "simcc":
+            return SimCCHead.encode(xy, self.simcc_bins, sigma_px, self.config.image_size)
+        return ()
+
+    def distribution_loss(self, logits, targets) -> torch.Tensor:
+        """(N,) KL per sample (the pooled head has no distribution: an error)."""
+        if self.config.head == "pooled_mlp":
+            raise ValueError("the pooled_mlp head has no distribution to fit")
+        return self.head.distribution_loss(logits, targets)
 
 
 def _imagenet_state_dict() -> dict:
@@ -80,14 +320,24 @@ def _imagenet_state_dict() -> dict:
         ) from None
 
 
+def load_matching(model: nn.Module, state: dict) -> list[str]:
+    """Copy every tensor of ``state`` whose name and shape fit ``model``; returns those copied."""
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fitting, strict=False)
+    return sorted(fitting)
+
+
 def build_model(config: ModelConfig) -> LandmarkRegressor:
-    if config.backbone != "mobilenet_v2" or config.head != "pooled_mlp":
+    """The model ``config`` describes; ``pretrained=synthetic`` weights are the caller's to load
+    (they come from the pretrain stage's file, see ``pipeline.pretraining``)."""
+    if config.backbone != "mobilenet_v2" or config.head not in HEADS:
         raise ValueError(f"unknown model {config.backbone}/{config.head}")
+    if config.pretrained not in PRETRAINED:
+        raise ValueError(f"unknown pretrained={config.pretrained!r}")
     model = LandmarkRegressor(config)
     if config.pretrained == "imagenet":
         state = _imagenet_state_dict()
         features = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
         model.features.load_state_dict(features)
-    elif config.pretrained != "none":
-        raise ValueError(f"unknown pretrained={config.pretrained!r}")
     return model

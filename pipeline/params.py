@@ -163,9 +163,26 @@ class LandmarksParams:
     min_hand_detection_confidence: float = 0.5
     min_hand_presence_confidence: float = 0.5
     min_tracking_confidence: float = 0.5
-    workers: int = 0  # 0: one per CPU core
+    workers: int = 0  # local: processes, 0 = one per CPU core; ray: actors, 0 = one per cluster CPU
+    # How the images are labelled; both write the same table, so neither `engine` nor the Ray
+    # settings are params of the landmarks stage in dvc.yaml (like `workers`).
+    engine: str = "local"  # local (worker processes) | ray (pipeline.ray_labeling)
+    ray_address: str = ""  # "": start a local Ray cluster; "auto", "host:6379", "ray://host:10001"
+    ray_timeout_s: float = 600.0  # ray: fail after this long without progress (a stuck cluster)
+
+    ENGINES = ("local", "ray")
 
     def __post_init__(self) -> None:
+        _check(
+            self.engine in self.ENGINES,
+            "landmarks.engine",
+            f"must be one of {self.ENGINES}, got {self.engine!r}",
+        )
+        _check(
+            self.ray_timeout_s > 0,
+            "landmarks.ray_timeout_s",
+            f"must be > 0, got {self.ray_timeout_s}",
+        )
         _check(
             1 <= self.num_hands <= 8,
             "landmarks.num_hands",
@@ -209,25 +226,47 @@ class SplitParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    pretrained: str = "none"  # none | imagenet
+    """The defaults are the seed's recipe (pooled head, SmoothL1, colour-only augmentation, no
+    EMA, no warm-up, squashed input); params.yaml picks the project's recipe."""
+
+    pretrained: str = "none"  # none | imagenet | synthetic (the pretrain stage's weights)
     image_size: int = 224
-    loss: str = "smooth_l1"  # smooth_l1 | l1 | mse
+    input_layout: str = "squash"  # squash | letterbox (keeps the aspect ratio)
+    head: str = "pooled_mlp"  # pooled_mlp | integral | simcc
+    neck_channels: int = 96  # integral/simcc: width of the stride-8 feature pyramid
+    simcc_ratio: float = 2.0  # simcc: bins per input pixel
+    loss: str = "smooth_l1"  # smooth_l1 | l1 | mse | wing
     smooth_l1_beta: float = 0.02
+    wing_omega: float = 0.05  # wing: log region, in units of the input side
+    wing_epsilon: float = 0.01
     z_weight: float = 1.0
+    distribution_weight: float = 0.0  # integral/simcc: weight of the KL to Gaussian targets
+    label_sigma: float = 2.0  # std of those Gaussian targets, input pixels
+    score_weight_power: float = 0.0  # sample weight = teacher handedness_score ** power; 0 off
     lr: float = 3e-3
     weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0  # linear learning-rate warm-up before the cosine decay
+    ema_decay: float = 0.0  # moving average of the weights used for validation/prediction; 0 off
     batch_size: int = 0  # 0: 64 on a GPU, 16 on the CPU (the seed's values)
     epochs: int = 50
     dropout: float = 0.2
     color_jitter: float = 0.3
     grayscale_p: float = 0.1
+    flip_p: float = 0.0  # horizontal mirror (handedness swaps, joint indices stay)
+    rotate_deg: float = 0.0  # rotation uniform in ±rotate_deg
+    scale_min: float = 1.0  # zoom uniform (log scale) in [scale_min, scale_max]
+    scale_max: float = 1.0
+    translate: float = 0.0  # shift uniform in ±translate of the frame, per axis
+    keep_margin: float = 0.02  # shift corrected so the hand stays this far inside; <0: never
     device: str = "auto"  # auto | cuda | mps | cpu
     seed: int = 0
     threads: int = 0  # CPU threads for torch; 0: torch's default
     compile: bool = False  # torch.compile the model (worth it on a GPU for long runs)
 
-    PRETRAINED = ("none", "imagenet")
-    LOSSES = ("smooth_l1", "l1", "mse")
+    PRETRAINED = ("none", "imagenet", "synthetic")
+    LAYOUTS = ("squash", "letterbox")
+    HEADS = ("pooled_mlp", "integral", "simcc")
+    LOSSES = ("smooth_l1", "l1", "mse", "wing")
     DEVICES = ("auto", "cuda", "mps", "cpu")
 
     def __post_init__(self) -> None:
@@ -236,6 +275,12 @@ class TrainParams:
             "train.pretrained",
             f"must be one of {self.PRETRAINED}",
         )
+        _check(
+            self.input_layout in self.LAYOUTS,
+            "train.input_layout",
+            f"must be one of {self.LAYOUTS}",
+        )
+        _check(self.head in self.HEADS, "train.head", f"must be one of {self.HEADS}")
         _check(self.loss in self.LOSSES, "train.loss", f"must be one of {self.LOSSES}")
         _check(self.device in self.DEVICES, "train.device", f"must be one of {self.DEVICES}")
         _check(
@@ -243,16 +288,83 @@ class TrainParams:
             "train.image_size",
             f"must be in [32, 1024], got {self.image_size}",
         )
+        _check(8 <= self.neck_channels <= 512, "train.neck_channels", "must be in [8, 512]")
+        _check(0.25 <= self.simcc_ratio <= 8, "train.simcc_ratio", "must be in [0.25, 8]")
         _check(self.smooth_l1_beta > 0, "train.smooth_l1_beta", "must be > 0")
+        _check(self.wing_omega > 0, "train.wing_omega", "must be > 0")
+        _check(self.wing_epsilon > 0, "train.wing_epsilon", "must be > 0")
         _check(self.z_weight >= 0, "train.z_weight", "must be >= 0")
+        _check(self.distribution_weight >= 0, "train.distribution_weight", "must be >= 0")
+        _check(
+            self.distribution_weight == 0 or self.head != "pooled_mlp",
+            "train.distribution_weight",
+            "needs a spatial head (train.head=integral or simcc); pooled_mlp has no distribution",
+        )
+        _check(self.label_sigma > 0, "train.label_sigma", "must be > 0")
+        _check(self.score_weight_power >= 0, "train.score_weight_power", "must be >= 0")
         _check(0 < self.lr < 10, "train.lr", f"must be in (0, 10), got {self.lr}")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _check(self.warmup_epochs >= 0, "train.warmup_epochs", "must be >= 0")
+        _check(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
         _check(self.batch_size >= 0, "train.batch_size", "must be >= 0 (0: per-device default)")
         _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
         _check(0 <= self.dropout < 1, "train.dropout", "must be in [0, 1)")
         _check(0 <= self.color_jitter <= 1, "train.color_jitter", "must be in [0, 1]")
         _check(0 <= self.grayscale_p <= 1, "train.grayscale_p", "must be in [0, 1]")
+        _check(0 <= self.flip_p <= 1, "train.flip_p", "must be in [0, 1]")
+        _check(0 <= self.rotate_deg <= 180, "train.rotate_deg", "must be in [0, 180]")
+        _check(
+            0 < self.scale_min <= self.scale_max <= 4,
+            "train.scale_min/scale_max",
+            f"must satisfy 0 < scale_min <= scale_max <= 4, got {self.scale_min}, {self.scale_max}",
+        )
+        _check(0 <= self.translate <= 0.5, "train.translate", "must be in [0, 0.5]")
+        _check(self.keep_margin < 0.5, "train.keep_margin", "must be < 0.5")
         _check(self.threads >= 0, "train.threads", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    """Pre-training on rendered hands with their TRUE landmarks (no teacher), for
+    ``train.pretrained=synthetic``. The architecture, loss and augmentation are the train
+    section's; this section sets the data and the schedule. ``num_images: 0`` switches the stage
+    off (it then writes a marker that train.pretrained=synthetic refuses)."""
+
+    num_images: int = 0
+    validation_images: int = 100
+    width: int = 320  # rendered at this size, then resized to train.image_size
+    height: int = 240
+    # 0: the whole frame (framed like the synthetic data set). > 0: a square crop around the hand,
+    # the hand filling a fraction in [crop_min, crop_max] of it (for close-up photos).
+    crop_min: float = 0.0
+    crop_max: float = 0.0
+    num_subjects: int = 40
+    seed: int = 1  # != synthetic.seed: other subjects and poses than the synthetic data set
+    epochs: int = 10
+    lr: float = 3e-3
+    batch_size: int = 32
+    workers: int = 0  # rendering processes; 0: one per CPU core
+
+    def __post_init__(self) -> None:
+        _check(self.num_images >= 0, "pretrain.num_images", "must be >= 0 (0: no pretraining)")
+        _check(
+            self.num_images == 0 or self.num_images >= 2,
+            "pretrain.num_images",
+            "must be 0 (off) or >= 2",
+        )
+        _check(self.validation_images >= 1, "pretrain.validation_images", "must be >= 1")
+        _check(64 <= self.width <= 4096, "pretrain.width", "must be in [64, 4096]")
+        _check(64 <= self.height <= 4096, "pretrain.height", "must be in [64, 4096]")
+        _check(
+            (self.crop_min == self.crop_max == 0) or (0 < self.crop_min <= self.crop_max <= 1),
+            "pretrain.crop_min/crop_max",
+            "must both be 0 (whole frame) or satisfy 0 < crop_min <= crop_max <= 1",
+        )
+        _check(self.num_subjects >= 1, "pretrain.num_subjects", "must be >= 1")
+        _check(self.epochs >= 1, "pretrain.epochs", "must be >= 1")
+        _check(0 < self.lr < 10, "pretrain.lr", "must be in (0, 10)")
+        _check(self.batch_size >= 2, "pretrain.batch_size", "must be >= 2")
+        _check(self.workers >= 0, "pretrain.workers", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -272,6 +384,7 @@ class Params:
     teacher: TeacherParams = field(default_factory=TeacherParams)
     landmarks: LandmarksParams = field(default_factory=LandmarksParams)
     split: SplitParams = field(default_factory=SplitParams)
+    pretrain: PretrainParams = field(default_factory=PretrainParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
 

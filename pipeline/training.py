@@ -1,7 +1,16 @@
-"""Fit the student: seeded, checkpointed every epoch, resumable to the same result."""
+"""Fit the student: seeded, checkpointed every epoch, resumable to the same result.
+
+One training step: a batch of decoded uint8 images and their input-frame landmarks goes to the
+device; geometry augmentation moves both with one affine, colour augmentation follows; the loss is
+the coordinate loss (optionally weighted per sample by the teacher's confidence) plus, for the
+spatial heads, a KL term on their heatmap / SimCC distributions. Optional: linear warm-up before
+the cosine schedule, an exponential moving average (EMA) of the weights that is what validation,
+``best.pt`` and prediction use, and initial weights from the pretrain stage.
+"""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -15,12 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.augment import GeometrySettings, augment_geometry, color_augment
 from pipeline.codec import LandmarkCodec, to_pixels
-from pipeline.data import SplitData, batches, color_augment
+from pipeline.data import SplitData, batches
 from pipeline.io import atomic_path
-from pipeline.keypoints import hand_size
+from pipeline.keypoints import NUM_JOINTS, hand_size
+from pipeline.losses import CoordinateLoss
 from pipeline.metrics import landmark_metrics
-from pipeline.model import LandmarkRegressor, ModelConfig, build_model
+from pipeline.model import LandmarkRegressor, ModelConfig, build_model, load_matching
 from pipeline.params import TrainParams
 
 CHECKPOINT_FORMAT = 1
@@ -51,10 +62,22 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def fingerprint(params: TrainParams, data_digest: str) -> str:
-    """What a checkpoint must match to be resumed: every train param and the training data."""
-    payload = json.dumps({"train": dataclasses.asdict(params), "data": data_digest}, sort_keys=True)
+def fingerprint(params: TrainParams, data_digest: str, init_digest: str = "") -> str:
+    """What a checkpoint must match to be resumed: every train param, the training data and the
+    initial weights (when they come from the pretrain stage)."""
+    content = {"train": dataclasses.asdict(params), "data": data_digest}
+    if init_digest:
+        content["init"] = init_digest
+    payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def state_digest(state: dict) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def data_digest(*splits: SplitData) -> str:
@@ -67,7 +90,33 @@ def data_digest(*splits: SplitData) -> str:
 
 def model_config_for(params: TrainParams) -> ModelConfig:
     return ModelConfig(
-        dropout=params.dropout, pretrained=params.pretrained, image_size=params.image_size
+        head=params.head,
+        dropout=params.dropout,
+        pretrained=params.pretrained,
+        image_size=params.image_size,
+        neck_channels=params.neck_channels,
+        simcc_ratio=params.simcc_ratio,
+    )
+
+
+def geometry_for(params: TrainParams) -> GeometrySettings:
+    return GeometrySettings(
+        flip_p=params.flip_p,
+        rotate_deg=params.rotate_deg,
+        scale_min=params.scale_min,
+        scale_max=params.scale_max,
+        translate=params.translate,
+        keep_margin=params.keep_margin,
+    )
+
+
+def _loss_fn(params: TrainParams) -> CoordinateLoss:
+    return CoordinateLoss(
+        name=params.loss,
+        smooth_l1_beta=params.smooth_l1_beta,
+        wing_omega=params.wing_omega,
+        wing_epsilon=params.wing_epsilon,
+        z_weight=params.z_weight,
     )
 
 
@@ -78,8 +127,13 @@ def predict(
     codec: LandmarkCodec,
     device: torch.device,
     batch_size: int = 64,
+    width: np.ndarray | None = None,
+    height: np.ndarray | None = None,
 ) -> np.ndarray:
-    """uint8 (N, 3, S, S) images → (N, joints, 3) landmarks in table units (x, y normalised)."""
+    """uint8 (N, 3, S, S) images → (N, joints, 3) landmarks in table units (x, y normalised).
+
+    ``width`` and ``height`` of the original images are needed by a letterbox codec.
+    """
     model.eval()
     outputs = []
     for index in batches(len(images), batch_size, None):
@@ -88,7 +142,9 @@ def predict(
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device):
             outputs.append(model(x).float().cpu())
-    return codec.decode(torch.cat(outputs)) if outputs else np.zeros((0, 21, 3))
+    if not outputs:
+        return np.zeros((0, NUM_JOINTS, 3))
+    return codec.decode(torch.cat(outputs), width, height, size=images.shape[-1])
 
 
 def compare(
@@ -106,7 +162,9 @@ def validation_metrics(predicted: np.ndarray, split: SplitData) -> dict:
     return metrics
 
 
-def _resident(images: torch.Tensor, device: torch.device, share_of_free: float = 0.3) -> torch.Tensor:
+def _resident(
+    images: torch.Tensor, device: torch.device, share_of_free: float = 0.3
+) -> torch.Tensor:
     if device.type != "cuda":
         return images
     free_bytes, _ = torch.cuda.mem_get_info(device)
@@ -122,22 +180,45 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
-def _loss_fn(params: TrainParams) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    weights = torch.tensor([1.0, 1.0, params.z_weight])
+class WeightAverage:
+    """Exponential moving average of a model's weights (BatchNorm statistics included); the
+    decay ramps up as (1 + t) / (10 + t) so that early, poor weights fade fast."""
 
-    def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if params.loss == "smooth_l1":
-            per_value = nn.functional.smooth_l1_loss(
-                outputs, targets, beta=params.smooth_l1_beta, reduction="none"
-            )
-        elif params.loss == "l1":
-            per_value = (outputs - targets).abs()
-        else:
-            per_value = (outputs - targets).square()
-        per_axis = per_value.view(len(outputs), -1, 3) * weights.to(outputs.device)
-        return per_axis.sum(-1).mean() / weights.sum()
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.model = copy.deepcopy(model).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
 
-    return loss
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for average, current in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if average.is_floating_point():
+                average.mul_(decay).add_(current.detach(), alpha=1 - decay)
+            else:
+                average.copy_(current)
+
+
+def sample_weights(split: SplitData, power: float) -> torch.Tensor | None:
+    """Per-sample loss weights from the teacher's confidence: handedness_score ** power."""
+    if power == 0:
+        return None
+    if "handedness_score" not in split.table.columns:
+        raise TrainingError(
+            "train.score_weight_power > 0 needs the label table's handedness_score column"
+        )
+    scores = split.table["handedness_score"].to_numpy(np.float64)
+    return torch.tensor(np.clip(scores, 1e-3, 1.0) ** power, dtype=torch.float32)
+
+
+def learning_rate(params: TrainParams, global_step: int, total_steps: int, warmup: int) -> float:
+    """Cosine decay from train.lr to 0, times a linear ramp over the first ``warmup`` steps."""
+    lr = 0.5 * params.lr * (1 + math.cos(math.pi * global_step / total_steps))
+    if warmup:
+        lr *= min(1.0, (global_step + 1) / warmup)
+    return lr
 
 
 @dataclass
@@ -179,7 +260,11 @@ def load_checkpoint(path: str | Path) -> dict:
 def model_from_checkpoint(
     payload: dict, path: str | Path = "checkpoint"
 ) -> tuple[LandmarkRegressor, LandmarkCodec, ModelConfig]:
-    config = ModelConfig.from_dict(payload["model_config"])
+    try:
+        config = ModelConfig.from_dict(payload["model_config"])
+        codec = LandmarkCodec.from_dict(payload["codec"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: model config or codec not understood ({error})") from None
     model = build_model(dataclasses.replace(config, pretrained="none"))
     try:
         model.load_state_dict(payload["model"])
@@ -187,7 +272,7 @@ def model_from_checkpoint(
         raise CheckpointError(
             f"{path}: weights do not fit the model its config describes: {error}"
         ) from None
-    return model, LandmarkCodec.from_dict(payload["codec"]), config
+    return model, codec, config
 
 
 def fit(
@@ -197,12 +282,14 @@ def fit(
     checkpoint_dir: Path,
     on_epoch_end: Callable[[dict], None] | None = None,
     log: Callable[[str], None] = print,
+    initial_weights: dict | None = None,
 ) -> FitResult:
     """Train, writing ``last.pt`` every epoch and ``best.pt`` when validation MPJPE improves.
 
-    A ``last.pt`` with the same fingerprint (params and data) is resumed; every epoch's random
-    streams are seeded from (seed, epoch), so a resumed run ends exactly where an uninterrupted
-    one does.
+    A ``last.pt`` with the same fingerprint (params, data and initial weights) is resumed; every
+    epoch's random streams are seeded from (seed, epoch), so a resumed run ends exactly where an
+    uninterrupted one does. ``initial_weights`` (a state dict, e.g. from the pretrain stage) are
+    copied where names and shapes fit before training starts.
     """
     if len(train) < 2:
         raise TrainingError(
@@ -213,28 +300,54 @@ def fit(
         raise TrainingError(
             "the validation split is empty after filtering; best-checkpoint selection needs it"
         )
+    for name, split in (("train", train), ("validation", validation)):
+        if split.layout != params.input_layout:
+            raise TrainingError(
+                f"the {name} images were made with layout {split.layout!r} but "
+                f"train.input_layout is {params.input_layout!r}; load them with load_split(..., "
+                f"layout={params.input_layout!r})"
+            )
+    if params.pretrained == "synthetic" and initial_weights is None:
+        raise TrainingError(
+            "train.pretrained=synthetic needs the pretrain stage's weights (models/pretrain); "
+            "run `dvc repro` (the pretrain stage) or set train.pretrained=none"
+        )
     if params.threads:
         torch.set_num_threads(params.threads)
     device = select_device(params.device)
     batch_size = params.batch_size or (64 if device.type == "cuda" else 16)
-    run_fingerprint = fingerprint(params, data_digest(train, validation))
+    init_digest = state_digest(initial_weights) if initial_weights is not None else ""
+    run_fingerprint = fingerprint(params, data_digest(train, validation), init_digest)
     checkpoint_dir = Path(checkpoint_dir)
     last_path, best_path = checkpoint_dir / LAST, checkpoint_dir / BEST
 
     torch.manual_seed(params.seed)
-    codec = LandmarkCodec.fit(train.landmarks)
+    codec = LandmarkCodec.fit(train.landmarks, layout=params.input_layout)
     config = model_config_for(params)
-    model = build_model(config).to(device)
+    model = build_model(config)
+    if initial_weights is not None:
+        loaded = load_matching(model, initial_weights)
+        if not any(name.startswith("features.") for name in loaded):
+            raise TrainingError(
+                "the initial weights do not fit this model's backbone; were they pretrained for "
+                "another train.head or train.image_size?"
+            )
+        log(f"initial weights: {len(loaded)} of {len(model.state_dict())} tensors loaded")
+    model = model.to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=params.lr, weight_decay=params.weight_decay
     )
+    average = WeightAverage(model, params.ema_decay) if params.ema_decay > 0 else None
     start_epoch, history, best = 0, [], {"epoch": 0, "metrics": {"mpjpe_px": math.inf}}
 
     if last_path.is_file():
         state = load_checkpoint(last_path)
         if state["fingerprint"] == run_fingerprint:
-            model.load_state_dict(state["model"])
+            model.load_state_dict(state.get("train_model", state["model"]))
             optimizer.load_state_dict(state["optimizer"])
+            if average is not None:
+                average.model.load_state_dict(state["model"])
+                average.updates = state["ema_updates"]
             start_epoch, history, best = state["epoch"], state["history"], state["best"]
             codec = LandmarkCodec.from_dict(state["codec"])
             log(f"resuming from {last_path} after epoch {start_epoch}")
@@ -245,14 +358,26 @@ def fit(
             log(f"{last_path} is from other params or data; training from scratch")
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+        if average is not None:
+            average.model = average.model.to(memory_format=torch.channels_last)
+    evaluated = average.model if average is not None else model
 
-    targets = codec.encode(train.landmarks)
+    # Landmarks in the input frame, z not yet standardised: augmentation moves them, then the
+    # codec standardises z per batch.
+    size = params.image_size
+    frame = torch.tensor(
+        codec.to_input(train.landmarks, train.width, train.height, size).astype(np.float32)
+    )
+    aspect = torch.tensor(codec.aspect(train.width, train.height))
+    weights = sample_weights(train, params.score_weight_power)
+    geometry = geometry_for(params)
     # Decoded images stay on the GPU when they fit comfortably; else pinned for async copies.
     train_images = _resident(train.images, device)
-    step_model = torch.compile(model) if params.compile else model
+    step_model = torch.compile(model.forward_train) if params.compile else model.forward_train
     loss_fn = _loss_fn(params)
     steps_per_epoch = len(batches(len(train), batch_size, None))
     total_steps = steps_per_epoch * params.epochs
+    warmup_steps = round(params.warmup_epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(
         "cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported()
     )
@@ -267,16 +392,19 @@ def fit(
         for step, index in enumerate(batches(len(train), batch_size, generator)):
             global_step = epoch * steps_per_epoch + step
             for group in optimizer.param_groups:
-                group["lr"] = 0.5 * params.lr * (1 + math.cos(math.pi * global_step / total_steps))
+                group["lr"] = learning_rate(params, global_step, total_steps, warmup_steps)
             x = train_images[index.to(train_images.device)].to(device, non_blocking=True)
             x = x.float().div_(255)
+            landmarks = frame[index].to(device, non_blocking=True)
+            if geometry.enabled:
+                x, landmarks, _ = augment_geometry(x, landmarks, aspect[index], geometry, generator)
             x = color_augment(x, params.color_jitter, params.grayscale_p, generator)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = targets[index].to(device, non_blocking=True)
+            y = codec.standardise(landmarks)
             with _autocast(device):
                 outputs = step_model(x)
-            loss = loss_fn(outputs.float(), y)
+            loss = _batch_loss(model, outputs, y, landmarks, params, loss_fn, weights, index)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
@@ -287,10 +415,20 @@ def fit(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if average is not None:
+                average.update(model)
             loss_sum += loss.item() * len(index)
             seen += len(index)
 
-        predicted = predict(model, validation.images, codec, device, batch_size)
+        predicted = predict(
+            evaluated,
+            validation.images,
+            codec,
+            device,
+            batch_size,
+            validation.width,
+            validation.height,
+        )
         val = validation_metrics(predicted, validation)
         seconds = time.perf_counter() - started
         row = {
@@ -305,7 +443,8 @@ def fit(
             "format": CHECKPOINT_FORMAT,
             "model_config": config.to_dict(),
             "codec": codec.to_dict(),
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            # the weights that predict: the moving average when there is one
+            "model": {k: v.detach().cpu() for k, v in evaluated.state_dict().items()},
             "epoch": epoch + 1,
             "fingerprint": run_fingerprint,
             "train_params": dataclasses.asdict(params),
@@ -315,8 +454,12 @@ def fit(
         if val["mpjpe_px"] < best["metrics"]["mpjpe_px"]:
             best = {"epoch": epoch + 1, "metrics": val}
             save_checkpoint(best_path, {**payload, "best": best})
+        resume = {"best": best, "optimizer": optimizer.state_dict()}
+        if average is not None:
+            resume["train_model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            resume["ema_updates"] = average.updates
         # last.pt after best.pt: a run killed in between redoes this epoch, identically.
-        save_checkpoint(last_path, {**payload, "best": best, "optimizer": optimizer.state_dict()})
+        save_checkpoint(last_path, {**payload, **resume})
         log(
             f"epoch {epoch + 1}/{params.epochs} loss {row['train_loss']:.4f} "
             f"val MPJPE {val['mpjpe_px']:.2f}px PCK@0.1 {val['pck_10']:.3f} ({seconds:.1f}s)"
@@ -333,3 +476,30 @@ def fit(
         history=history,
         resumed_from_epoch=start_epoch,
     )
+
+
+def _batch_loss(
+    model: LandmarkRegressor,
+    outputs,
+    targets: torch.Tensor,
+    frame_landmarks: torch.Tensor,
+    params: TrainParams,
+    loss_fn: CoordinateLoss,
+    weights: torch.Tensor | None,
+    index: torch.Tensor,
+) -> torch.Tensor:
+    """Coordinate loss (+ distribution KL for the spatial heads), optionally sample-weighted."""
+    coords = outputs.coords.float()
+    if weights is None and params.distribution_weight == 0:
+        return loss_fn(coords, targets)  # the seed's loss, bit for bit
+    per_sample = loss_fn.per_sample(coords, targets)
+    if params.distribution_weight > 0:
+        distributions = model.encode_distributions(
+            frame_landmarks[..., :2], outputs.logits, params.label_sigma
+        )
+        kl = model.distribution_loss(outputs.logits, distributions)
+        per_sample = per_sample + params.distribution_weight * kl
+    if weights is None:
+        return per_sample.mean()
+    w = weights[index].to(per_sample.device)
+    return (per_sample * w).sum() / w.sum()

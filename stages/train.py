@@ -11,6 +11,7 @@ from dvclive import Live
 from pipeline.data import load_split
 from pipeline.io import read_table
 from pipeline.params import load_params
+from pipeline.pretraining import PRETRAINED_WEIGHTS, load_pretrained_weights
 from pipeline.training import fit
 from stages.split import KEPT
 
@@ -24,11 +25,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     table = read_table(KEPT)
-    train = load_split(table[table["split"] == "train"], params.data.root, params.train.image_size)
-    validation = load_split(
-        table[table["split"] == "validation"], params.data.root, params.train.image_size
-    )
-    print(f"train {len(train)} images, validation {len(validation)}, {params.train.image_size}px")
+    size, layout = params.train.image_size, params.train.input_layout
+    train = load_split(table[table["split"] == "train"], params.data.root, size, layout)
+    validation = load_split(table[table["split"] == "validation"], params.data.root, size, layout)
+    print(f"train {len(train)} images, validation {len(validation)}, {size}px ({layout})")
+    initial_weights = None
+    if params.train.pretrained == "synthetic":
+        initial_weights = load_pretrained_weights(PRETRAINED_WEIGHTS, params.train)
 
     # The plots are declared in our dvc.yaml, so DVCLive must not write one; DVC itself records
     # experiments, so DVCLive must not make its own.
@@ -43,7 +46,14 @@ def main(argv: list[str] | None = None) -> None:
             live.log_metric("train/images_per_second", row["images_per_second"], plot=False)
             live.next_step()
 
-        result = fit(train, validation, params.train, CHECKPOINTS, on_epoch_end=log_epoch)
+        result = fit(
+            train,
+            validation,
+            params.train,
+            CHECKPOINTS,
+            on_epoch_end=log_epoch,
+            initial_weights=initial_weights,
+        )
         live.summary["best_epoch"] = result.best_epoch
         for name, value in result.best_val.items():
             live.summary[f"best_val/{name}"] = value

@@ -1,18 +1,22 @@
-"""Real (tiny) training on the CPU: learning, checkpoints, resume after kill -9, bad input."""
+"""Real (tiny) training on the CPU: heads, losses, codec, learning, checkpoints, resume after
+kill -9 (seed recipe and the best recipe's options), bad input."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from pipeline.codec import LandmarkCodec
-from pipeline.data import batches
-from pipeline.model import PretrainedWeightsError, build_model
+from pipeline.data import batches, load_split
+from pipeline.losses import LOSSES, CoordinateLoss, wing
+from pipeline.model import ModelConfig, PretrainedWeightsError, build_model
 from pipeline.params import TrainParams
 from pipeline.training import (
     BEST,
@@ -25,10 +29,113 @@ from pipeline.training import (
     model_config_for,
     model_from_checkpoint,
     predict,
+    validation_metrics,
 )
+from tests.conftest import write_png
 from tests.tiny import skeleton_split
 
 TINY = TrainParams(image_size=32, epochs=2, batch_size=4, lr=3e-3, device="cpu", threads=2)
+# The project recipe (params.yaml) plus flip, EMA and warm-up, so that every random draw and
+# every piece of state takes part in the resume test.
+RECIPE = {
+    "head": "integral",
+    "loss": "l1",
+    "distribution_weight": 1.0,
+    "rotate_deg": 15.0,
+    "scale_min": 0.9,
+    "scale_max": 1.1,
+    "translate": 0.05,
+    "flip_p": 0.5,
+    "ema_decay": 0.9,
+    "warmup_epochs": 0.5,
+}
+BEST_TINY = dataclasses.replace(TINY, **RECIPE)
+SPATIAL_HEADS = ("integral", "simcc")
+
+
+@pytest.mark.parametrize("head", SPATIAL_HEADS)
+def test_head_decode_inverts_encode_on_exact_targets(head):
+    model = build_model(ModelConfig(head=head, image_size=128)).eval()
+    with torch.no_grad():
+        logits = model.forward_train(torch.rand(2, 3, 128, 128)).logits
+    xy = torch.rand(2, 21, 2) * 0.5 + 0.25  # away from the borders, where targets are cut off
+    for sigma_px in (0.5, 2.0, 4.0):
+        targets = model.encode_distributions(xy, logits, sigma_px)
+        assert [t.shape for t in targets] == [lg.shape for lg in logits]
+        decoded = model.head.decode(tuple(t.clamp_min(1e-30).log() for t in targets))
+        torch.testing.assert_close(decoded, xy, atol=1e-4, rtol=0)
+        # an exact target costs nothing, a shifted one does
+        exact = tuple(t.clamp_min(1e-30).log() for t in targets)
+        assert model.distribution_loss(exact, targets).abs().max() < 1e-4
+        shifted = model.encode_distributions(xy + 0.1, logits, sigma_px)
+        wrong = tuple(t.clamp_min(1e-30).log() for t in shifted)
+        assert (model.distribution_loss(wrong, targets) > 0.1).all()
+
+
+@pytest.mark.parametrize("head", ("pooled_mlp", *SPATIAL_HEADS))
+def test_every_head_gives_the_codec_units_export_expects(head):
+    model = build_model(ModelConfig(head=head, image_size=32)).eval()
+    out = model(torch.rand(3, 3, 32, 32))
+    assert out.shape == (3, 63) and torch.isfinite(out).all()
+    if head != "pooled_mlp":  # x, y are expectations over the frame
+        xy = out.view(3, 21, 3)[..., :2]
+        assert (xy > 0).all() and (xy < 1).all()
+
+
+@pytest.mark.parametrize("head", SPATIAL_HEADS)
+def test_spatial_heads_export_to_onnx_with_a_dynamic_batch(head):
+    pytest.importorskip("onnxruntime")
+    from pipeline.export import export_model
+
+    config = ModelConfig(head=head, image_size=32)
+    exported = export_model(build_model(config), config, LandmarkCodec(), epoch=1)
+    assert exported.max_abs_diff <= 1e-4  # checked at batch sizes 1 and 3
+
+
+@pytest.mark.parametrize(
+    "loss, head, distribution_weight",
+    [(name, "pooled_mlp", 0.0) for name in LOSSES]
+    + [("l1", "integral", 0.1), ("l1", "simcc", 1.0)],
+)
+def test_each_loss_is_finite_and_goes_down_on_a_fixed_batch(loss, head, distribution_weight):
+    from pipeline.training import _batch_loss
+
+    torch.manual_seed(0)
+    data = skeleton_split(8)
+    params = dataclasses.replace(
+        TINY, dropout=0.0, loss=loss, head=head, distribution_weight=distribution_weight
+    )
+    model = build_model(model_config_for(params))
+    codec = LandmarkCodec.fit(data.landmarks)
+    x = data.images.float() / 255
+    frame = torch.tensor(data.landmarks, dtype=torch.float32)
+    y = codec.standardise(frame)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        outputs = model.forward_train(x)
+        loss_value = _batch_loss(
+            model, outputs, y, frame, params, _loss_fn(params), None, torch.arange(8)
+        )
+        assert torch.isfinite(loss_value)
+        optimizer.zero_grad()
+        loss_value.backward()
+        optimizer.step()
+        losses.append(loss_value.item())
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_wing_is_logarithmic_then_linear_and_continuous():
+    omega, epsilon = 0.05, 0.01
+    e = torch.tensor([0.0, 0.01, omega - 1e-6, omega + 1e-6, 0.5])
+    values = wing(e, omega, epsilon)
+    assert values[0] == 0 and values[1] == pytest.approx(omega * np.log(2))
+    assert values[2] == pytest.approx(values[3].item(), abs=1e-5)  # continuous at omega
+    assert values[4] - values[3] == pytest.approx(0.5 - omega - 1e-6, abs=1e-5)  # slope 1
+    loss = CoordinateLoss("wing", wing_omega=omega, wing_epsilon=epsilon, z_weight=0.5)
+    a, b = torch.zeros(2, 63), torch.full((2, 63), 0.02)
+    assert loss.per_sample(a, b).shape == (2,)
+    assert loss(a, b).item() == pytest.approx(loss.per_sample(a, b).mean().item(), rel=1e-6)
 
 
 def test_loss_goes_down_on_a_fixed_batch():
@@ -61,20 +168,54 @@ def test_codec_standardises_z_with_train_statistics_and_maps_back():
     )
     np.testing.assert_allclose(codec.decode(codec.encode(landmarks)), landmarks, atol=1e-6)
     assert LandmarkCodec.from_dict(codec.to_dict()) == codec
+    letterbox = LandmarkCodec.fit(landmarks, layout="letterbox")
+    assert LandmarkCodec.from_dict(letterbox.to_dict()) == letterbox
+    assert LandmarkCodec.from_dict({"z_mean": 0.1, "z_std": 2.0}).layout == "squash"  # old files
+    for config in (ModelConfig(), ModelConfig(head="simcc", neck_channels=32, simcc_ratio=1.5)):
+        assert ModelConfig.from_dict(config.to_dict()) == config
 
 
-def test_fit_writes_checkpoints_that_round_trip(tmp_path):
+@pytest.mark.parametrize("width, height", [(96, 72), (60, 90)])
+def test_letterbox_keeps_the_aspect_and_maps_back_to_original_pixels(tmp_path, width, height):
+    """A landmark drawn on a photo is found in the letterboxed input where the codec says, and
+    the codec maps it back to the photo's pixels."""
+    point = np.array([0.8 * width, 0.3 * height])
+    photo = np.zeros((height, width, 3), np.uint8)
+    photo[int(point[1]) - 1 : int(point[1]) + 2, int(point[0]) - 1 : int(point[0]) + 2] = 255
+    write_png(tmp_path / "photo.png", photo)
+    landmarks = np.zeros((1, 21, 3))
+    landmarks[0, :, :2] = (point + 0.5) / (width, height)  # centre of the drawn 3x3 square
+    table = pd.DataFrame({"path": ["photo.png"], "width": [width], "height": [height]})
+    table[[f"{a}{j}" for j in range(21) for a in "xyz"]] = landmarks.reshape(1, -1)
+    size = 48
+    split = load_split(table, tmp_path, size, layout="letterbox")
+    codec = LandmarkCodec(layout="letterbox")
+    image = split.images[0, 0].numpy().astype(float)
+    found = (np.argwhere(image == image.max()).mean(0)[::-1] + 0.5) / size
+    expected = codec.to_input(landmarks, [width], [height], size)[0, 0, :2]
+    assert np.abs(found - expected).max() * size < 1.0
+    side = max(width, height) * size / max(width, height)
+    assert side == size and (image[:, :2].max() == 0 or image[:2].max() == 0)  # padded bars
+    encoded = codec.encode(landmarks, [width], [height], size)
+    np.testing.assert_allclose(codec.decode(encoded, [width], [height], size), landmarks, atol=1e-6)
+    with pytest.raises(ValueError, match="width and height"):
+        codec.decode(encoded)
+
+
+@pytest.mark.parametrize("params", [TINY, BEST_TINY], ids=["seed", "recipe"])
+def test_fit_writes_checkpoints_that_round_trip(tmp_path, params):
     train, validation = skeleton_split(10, seed=1), skeleton_split(4, seed=2)
-    result = fit(train, validation, TINY, tmp_path, log=lambda _: None)
+    result = fit(train, validation, params, tmp_path, log=lambda _: None)
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert result.best_epoch in (1, 2)
     best = load_checkpoint(tmp_path / BEST)
-    assert best["epoch"] == result.best_epoch and best["train_params"] == dataclasses.asdict(TINY)
+    assert best["epoch"] == result.best_epoch and best["train_params"] == dataclasses.asdict(params)
+    if params.ema_decay:  # what predicts is the average, what resumes is the trained model
+        last = load_checkpoint(tmp_path / LAST)
+        assert any(not torch.equal(last["model"][k], last["train_model"][k]) for k in last["model"])
     model, codec, config = model_from_checkpoint(best)
     predicted = predict(model, validation.images, codec, torch.device("cpu"))
     assert predicted.shape == (4, 21, 3)
-    from pipeline.training import validation_metrics
-
     assert validation_metrics(predicted, validation)["mpjpe_px"] == pytest.approx(
         result.best_val["mpjpe_px"], rel=1e-5
     )
@@ -90,7 +231,7 @@ def test_same_params_same_metrics(tmp_path):
 
 RUNNER = textwrap.dedent(
     """
-    import os, signal, sys, torch
+    import json, os, signal, sys, torch
     from pipeline.params import TrainParams
     from pipeline.training import fit
     train, validation = torch.load(sys.argv[1], weights_only=False)
@@ -98,13 +239,15 @@ RUNNER = textwrap.dedent(
     def on_epoch_end(row):
         if row["epoch"] == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, like a machine that goes away
-    params = TrainParams(image_size=32, epochs=3, batch_size=4, device="cpu", threads=2)
+    recipe = json.loads(sys.argv[4])
+    params = TrainParams(image_size=32, epochs=3, batch_size=4, device="cpu", threads=2, **recipe)
     fit(train, validation, params, sys.argv[2], on_epoch_end=on_epoch_end)
     """
 )
 
 
-def test_a_killed_run_resumes_to_the_same_result(tmp_path):
+@pytest.mark.parametrize("recipe", [{}, RECIPE], ids=["seed", "recipe"])
+def test_a_killed_run_resumes_to_the_same_result(tmp_path, recipe):
     data_file = tmp_path / "data.pt"
     torch.save((skeleton_split(10, seed=1), skeleton_split(4, seed=2)), data_file)
     script = tmp_path / "runner.py"
@@ -113,7 +256,14 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
 
     def run(directory, kill_after):
         return subprocess.run(
-            [sys.executable, str(script), str(data_file), str(directory), str(kill_after)],
+            [
+                sys.executable,
+                str(script),
+                str(data_file),
+                str(directory),
+                str(kill_after),
+                json.dumps(recipe),
+            ],
             env=env,
             capture_output=True,
             text=True,
@@ -133,8 +283,9 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     )
     assert a["epoch"] == b["epoch"] == 3
     assert a["history"][-1]["val"] == b["history"][-1]["val"]
-    for name in a["model"]:
-        assert torch.equal(a["model"][name], b["model"][name]), name
+    for weights in ("model", "train_model") if recipe.get("ema_decay") else ("model",):
+        for name in a[weights]:
+            assert torch.equal(a[weights][name], b[weights][name]), name
 
 
 def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
@@ -177,6 +328,24 @@ def test_empty_or_single_sample_splits(tmp_path):
         log=lambda _: None,
     )
     assert result.best_epoch == 1
+
+
+def test_confidence_weights_and_pretrained_weights_need_their_inputs(tmp_path):
+    train, validation = skeleton_split(6, seed=1), skeleton_split(2, seed=2)
+    weighted = dataclasses.replace(TINY, epochs=1, score_weight_power=2.0)
+    fit(train, validation, weighted, tmp_path / "weighted", log=lambda _: None)
+    with pytest.raises(TrainingError, match="handedness_score"):
+        fit(
+            dataclasses.replace(train, table=train.table.drop(columns="handedness_score")),
+            validation,
+            weighted,
+            tmp_path / "none",
+            log=lambda _: None,
+        )
+    with pytest.raises(TrainingError, match="pretrain stage"):
+        fit(train, validation, dataclasses.replace(TINY, pretrained="synthetic"), tmp_path / "p")
+    with pytest.raises(TrainingError, match="layout"):
+        fit(train, validation, dataclasses.replace(TINY, input_layout="letterbox"), tmp_path / "l")
 
 
 def test_batches_never_leave_a_single_sample_batch():

@@ -45,6 +45,8 @@ def skeleton_split(
             "class_name": ["A", "B"] * (count // 2) + ["A"] * (count % 2),
             "width": width,
             "height": height,
+            "handedness": ["Left", "Right"] * (count // 2) + ["Left"] * (count % 2),
+            "handedness_score": rng.uniform(0.6, 1.0, count),
         }
     )
     table[LANDMARK_COLUMNS] = landmarks.reshape(count, NUM_JOINTS * 3)
@@ -55,3 +57,19 @@ def skeleton_split(
         height=np.full(count, float(height)),
         table=table,
     )
+
+
+def skeleton_photos(
+    count: int, seed: int = 0, width: int = 96, height: int = 72
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Full-size RGB images like ``skeleton_split``'s (before the resize) and their landmarks
+    (N, joints, 2) in pixels: files for tests that read images from disk."""
+    rng = np.random.default_rng(seed)
+    images, points = [], []
+    for _ in range(count):
+        scale = rng.uniform(0.4, 0.7)
+        xy = (TEMPLATE * scale + rng.uniform(0.05, 0.95 - scale, 2)) * [width, height]
+        canvas = rng.integers(0, 80, (height, width, 3), dtype=np.uint8)
+        images.append(draw_skeleton(canvas, xy, (230, 190, 160), thickness=2))
+        points.append(xy)
+    return images, np.array(points).reshape(count, NUM_JOINTS, 2)

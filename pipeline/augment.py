@@ -1,0 +1,203 @@
+"""Training-time augmentation, batched on the training device.
+
+Geometry: ONE affine matrix per sample moves the image and its landmarks together (horizontal
+flip, rotation, scale, translation that keeps the hand in view). Matrices map input-frame
+coordinates (x, y in [0, 1] over the model's square input, see ``pipeline.codec``) to the
+augmented frame; images are resampled with the inverse through ``affine_grid``/``grid_sample``.
+Rotation and scale act on the physical image (``aspect`` = width / height of the picture the
+square input shows), so a squashed 4:3 frame is rotated as the photo was, not sheared.
+
+A flip keeps joint indices (hands have no left/right joint pairs) and swaps handedness
+(``pipeline.keypoints.flip_handedness``). Colour: brightness, contrast, saturation, grayscale.
+
+Every random number is drawn on the CPU from the caller's generator, so results do not depend on
+the device, and nothing is drawn for an augmentation that is switched off (a run without geometry
+augmentation draws exactly the random numbers it drew before geometry existed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from pipeline.keypoints import flip_handedness
+
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class GeometrySettings:
+    flip_p: float = 0.0  # probability of a horizontal mirror
+    rotate_deg: float = 0.0  # rotation uniform in [-rotate_deg, rotate_deg]
+    scale_min: float = 1.0  # zoom uniform in [scale_min, scale_max] (>1: the hand grows)
+    scale_max: float = 1.0
+    translate: float = 0.0  # shift uniform in ±translate of the frame, per axis
+    # After the draw the shift is corrected so that the landmarks' box stays this far inside the
+    # frame (a random crop around the hand); negative: no correction.
+    keep_margin: float = 0.02
+
+    @property
+    def enabled(self) -> bool:
+        return (
+            self.flip_p > 0
+            or self.rotate_deg > 0
+            or self.scale_min != 1.0
+            or self.scale_max != 1.0
+            or self.translate > 0
+        )
+
+
+def random_affines(
+    landmarks: torch.Tensor,
+    aspect: torch.Tensor,
+    settings: GeometrySettings,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one affine per sample: (N, 2, 3) float64 matrices on the CPU and (N,) flip flags.
+
+    ``landmarks`` (N, joints, >=2) input-frame coordinates, used to keep the hand in view;
+    ``aspect`` (N,) width / height of the picture each input shows.
+    """
+    n = len(landmarks)
+    aspect = torch.as_tensor(aspect, dtype=torch.float64).reshape(n)
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+    flipped = (
+        torch.rand(n, generator=generator) < settings.flip_p
+        if settings.flip_p > 0
+        else torch.zeros(n, dtype=torch.bool)
+    )
+    angle = (
+        uniform(-settings.rotate_deg, settings.rotate_deg) * (math.pi / 180)
+        if settings.rotate_deg > 0
+        else torch.zeros(n, dtype=torch.float64)
+    )
+    if settings.scale_min != 1.0 or settings.scale_max != 1.0:
+        # log-uniform: zooming in by s is as likely as zooming out by 1/s
+        scale = uniform(math.log(settings.scale_min), math.log(settings.scale_max)).exp()
+    else:
+        scale = torch.ones(n, dtype=torch.float64)
+    shift = (
+        torch.stack([uniform(-settings.translate, settings.translate) for _ in range(2)], 1)
+        if settings.translate > 0
+        else torch.zeros(n, 2, dtype=torch.float64)
+    )
+
+    # In centred coordinates c = p - 0.5 the physical picture is D c with D = diag(aspect, 1):
+    # c' = D^-1 F s R D c + shift, F the mirror.
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    mirror = torch.where(flipped, -1.0, 1.0).to(torch.float64)
+    linear = torch.empty(n, 2, 2, dtype=torch.float64)
+    linear[:, 0, 0] = mirror * scale * cos
+    linear[:, 0, 1] = -mirror * scale * sin / aspect
+    linear[:, 1, 0] = scale * sin * aspect
+    linear[:, 1, 1] = scale * cos
+    points = torch.as_tensor(landmarks[..., :2], dtype=torch.float64).cpu() - 0.5
+    moved = points @ linear.transpose(1, 2) + shift[:, None, :]
+    if settings.keep_margin >= 0:
+        low = settings.keep_margin - 0.5
+        high = 0.5 - settings.keep_margin
+        box_min, box_max = moved.amin(1), moved.amax(1)
+        # Shift back inside where the box fits; centre it where it does not.
+        fix = torch.where(box_min < low, low - box_min, torch.zeros_like(box_min))
+        fix = torch.where(box_max > high, high - box_max, fix)
+        too_big = (box_max - box_min) > (high - low)
+        fix = torch.where(too_big, -(box_min + box_max) / 2, fix)
+        shift = shift + fix
+    matrices = torch.empty(n, 2, 3, dtype=torch.float64)
+    matrices[:, :, :2] = linear
+    # p' = L (p - 0.5) + shift + 0.5
+    matrices[:, :, 2] = (
+        shift + 0.5 - (linear @ torch.full((n, 2, 1), 0.5, dtype=torch.float64))[..., 0]
+    )
+    return matrices, flipped
+
+
+def transform_points(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Apply (N, 2, 3) affines to the x, y of (N, joints, >=2) points; other columns are kept."""
+    matrices = matrices.to(points.device, points.dtype)
+    xy = points[..., :2] @ matrices[:, :, :2].transpose(1, 2) + matrices[:, None, :, 2]
+    return torch.cat([xy, points[..., 2:]], dim=-1)
+
+
+def warp_images(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Resample float (N, C, H, W) images so that a point p of the input lands at A p.
+
+    Bilinear, zeros outside the picture; ``align_corners=False`` matches the convention that
+    x = 0 and x = 1 are the outer edges of the first and last pixel.
+    """
+    n = len(images)
+    full = torch.zeros(n, 3, 3, dtype=torch.float64)
+    full[:, :2] = matrices.cpu().to(torch.float64)
+    full[:, 2, 2] = 1.0
+    inverse = torch.linalg.inv(full)[:, :2]  # output frame -> input frame, in [0, 1] units
+    # affine_grid works in [-1, 1] units: g = 2p - 1, so g_in = L g_out + (2 t + L 1 - 1).
+    theta = inverse.clone()
+    theta[:, :, 2] = 2 * inverse[:, :, 2] + inverse[:, :, :2].sum(-1) - 1
+    grid = F.affine_grid(
+        theta.to(images.device, images.dtype), list(images.shape), align_corners=False
+    )
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def augment_geometry(
+    images: torch.Tensor,
+    landmarks: torch.Tensor,
+    aspect: torch.Tensor,
+    settings: GeometrySettings,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Float images (N, 3, S, S) and input-frame landmarks (N, joints, 3) → both moved by the
+    same random affine, plus the (N,) flip flags. z scales with the picture (MediaPipe's z is in
+    units of the image width), and is unchanged by mirror and rotation."""
+    matrices, flipped = random_affines(landmarks, aspect, settings, generator)
+    moved = transform_points(landmarks, matrices)
+    if moved.shape[-1] > 2:
+        # |det| of the 2x2 part is scale^2 whatever the aspect
+        scale = matrices[:, :, :2].det().abs().sqrt().to(moved.device, moved.dtype)
+        moved = torch.cat([moved[..., :2], moved[..., 2:] * scale.view(-1, 1, 1)], dim=-1)
+    return warp_images(images, matrices), moved, flipped
+
+
+def handedness_after(labels: list[str] | np.ndarray, flipped: torch.Tensor) -> list[str]:
+    """Handedness labels after augmentation: a mirrored left hand is a right hand."""
+    return [
+        flip_handedness(label) if bool(flip) else label
+        for label, flip in zip(labels, flipped.tolist())
+    ]
+
+
+def color_augment(
+    images: torch.Tensor, strength: float, grayscale_p: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Per-sample brightness, contrast and saturation jitter, then random grayscale.
+
+    ``images`` is float (N, 3, H, W) in [0, 1] on any device; random factors are drawn on the CPU
+    from ``generator`` so results do not depend on the device.
+    """
+    n = images.shape[0]
+    device = images.device
+
+    def factors() -> torch.Tensor:
+        values = 1.0 + (torch.rand(n, generator=generator) * 2 - 1) * strength
+        return values.to(device).view(n, 1, 1, 1)
+
+    gray_weights = torch.tensor(GRAY_WEIGHTS, device=device).view(1, 3, 1, 1)
+    if strength > 0:
+        images = images * factors()
+        gray_mean = (images * gray_weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+        images = (images - gray_mean) * factors() + gray_mean
+        gray = (images * gray_weights).sum(1, keepdim=True)
+        images = (images - gray) * factors() + gray
+        images = images.clamp(0, 1)
+    if grayscale_p > 0:
+        to_gray = (torch.rand(n, generator=generator) < grayscale_p).to(device).view(n, 1, 1, 1)
+        gray = (images * gray_weights).sum(1, keepdim=True).expand_as(images)
+        images = torch.where(to_gray, gray, images)
+    return images

@@ -1,0 +1,194 @@
+"""Pre-training without ImageNet: the student learns hands from rendered images and their TRUE
+landmarks (``pipeline.sources.synthetic``), then the train stage fine-tunes it on the teacher's
+labels (``train.pretrained=synthetic``).
+
+The renders are made in memory at ``pretrain.width`` x ``pretrain.height`` and go straight into
+the decode-once tensor, so no image files are written; subjects and poses come from
+``pretrain.seed`` (other people than the synthetic data set's, which uses ``synthetic.seed``).
+The architecture, loss and augmentation are the train section's, so the weights fit the model the
+train stage builds; the schedule (epochs, lr, batch size) is the pretrain section's. Training is
+``pipeline.training.fit`` itself: checkpointed every epoch and resumable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.codec import LandmarkCodec
+from pipeline.data import SplitData
+from pipeline.io import write_json
+from pipeline.keypoints import NUM_JOINTS
+from pipeline.labeling import LANDMARK_COLUMNS
+from pipeline.params import PretrainParams, TrainParams
+from pipeline.sources.synthetic import GESTURE_CLASSES, make_subject_styles, render_hand
+from pipeline.training import BEST, CheckpointError, FitResult, fit, load_checkpoint
+
+PRETRAIN_DIR = Path("models/pretrain")
+PRETRAINED_WEIGHTS = PRETRAIN_DIR / BEST
+DISABLED_MARKER = PRETRAIN_DIR / "disabled.json"
+# The train params that shape the weights: a pretrained file must agree on them to be used.
+ARCHITECTURE_KEYS = ("head", "image_size", "input_layout", "neck_channels", "simcc_ratio")
+
+
+def pretrain_params_for(pretrain: PretrainParams, train: TrainParams) -> TrainParams:
+    """The train recipe with the pretrain schedule. The renders have no depth: z is not trained."""
+    return dataclasses.replace(
+        train,
+        pretrained="none",
+        epochs=pretrain.epochs,
+        lr=pretrain.lr,
+        batch_size=pretrain.batch_size,
+        z_weight=0.0,
+        score_weight_power=0.0,
+    )
+
+
+def _render(job: tuple) -> tuple[np.ndarray, np.ndarray, str, int, int]:
+    """One hand → (input image, landmarks as fractions of the picture, handedness, picture
+    width and height)."""
+    seed, index, gesture, style, width, height, image_size, layout, crop = job
+    rng = np.random.default_rng([seed, 0x9E7, index])
+    hand = render_hand(rng, gesture, style, width, height)
+    if crop is None:
+        image = LandmarkCodec(layout=layout).input_image(hand.image, image_size)
+        return image, hand.landmarks_px / (width, height), hand.handedness, width, height
+    # A square around the hand, the hand filling a random fraction of it, off-centre a little.
+    low, high = hand.landmarks_px.min(0), hand.landmarks_px.max(0)
+    side = float((high - low).max() / rng.uniform(*crop))
+    corner = (low + high) / 2 - side / 2 + rng.uniform(-0.08, 0.08, 2) * side
+    scale = image_size / side
+    matrix = np.array([[scale, 0, -corner[0] * scale], [0, scale, -corner[1] * scale]])
+    image = cv2.warpAffine(
+        hand.image,
+        matrix,
+        (image_size, image_size),
+        flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    side_px = round(side)
+    return image, (hand.landmarks_px - corner) / side, hand.handedness, side_px, side_px
+
+
+def render_split(
+    settings: PretrainParams,
+    count: int,
+    first_index: int,
+    image_size: int,
+    layout: str,
+    split: str,
+) -> SplitData:
+    """``count`` rendered hands (gestures in turn, subjects at random) as a training split whose
+    landmarks are the truth (z = 0)."""
+    styles = make_subject_styles(
+        np.random.default_rng([settings.seed, 0x57]), settings.num_subjects
+    )
+    pick = np.random.default_rng([settings.seed, 0x5B, first_index])
+    jobs = [
+        (
+            settings.seed,
+            first_index + i,
+            GESTURE_CLASSES[(first_index + i) % len(GESTURE_CLASSES)],
+            styles[pick.integers(len(styles))],
+            settings.width,
+            settings.height,
+            image_size,
+            layout,
+            (settings.crop_min, settings.crop_max) if settings.crop_max > 0 else None,
+        )
+        for i in range(count)
+    ]
+    workers = min(settings.workers or len(os.sched_getaffinity(0)), max(1, count // 16))
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_render, jobs, chunksize=16))
+    else:
+        results = [_render(job) for job in jobs]
+    images = (
+        np.stack([r[0] for r in results])
+        if results
+        else np.zeros((0, image_size, image_size, 3), np.uint8)
+    )
+    landmarks = np.zeros((count, NUM_JOINTS, 3))
+    for i, result in enumerate(results):
+        landmarks[i, :, :2] = result[1]
+    width = np.array([r[3] for r in results], dtype=np.float64)
+    height = np.array([r[4] for r in results], dtype=np.float64)
+    table = pd.DataFrame(
+        {
+            "path": [f"render{job[1]:06d}" for job in jobs],
+            "split": split,
+            "class_name": [job[2] for job in jobs],
+            "width": width,
+            "height": height,
+            "handedness": [r[2] for r in results],
+            "handedness_score": 1.0,
+        }
+    )
+    table[LANDMARK_COLUMNS] = landmarks.reshape(count, NUM_JOINTS * 3)
+    return SplitData(
+        images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        landmarks=landmarks,
+        width=width,
+        height=height,
+        table=table,
+        layout=layout,
+    )
+
+
+def pretrain(
+    settings: PretrainParams, train: TrainParams, out_dir: Path = PRETRAIN_DIR, log=print
+) -> FitResult | None:
+    """Render, then fit on the truth; ``out_dir`` gets ``last.pt``/``best.pt`` (or, with
+    ``num_images: 0``, only a marker saying pretraining is off)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker = out_dir / DISABLED_MARKER.name
+    if settings.num_images == 0:
+        for name in (BEST, "last.pt"):
+            (out_dir / name).unlink(missing_ok=True)
+        write_json(marker, {"pretraining": "off (pretrain.num_images: 0)"})
+        log("pretraining is off (pretrain.num_images: 0)")
+        return None
+    marker.unlink(missing_ok=True)
+    params = pretrain_params_for(settings, train)
+    train_split = render_split(
+        settings, settings.num_images, 0, train.image_size, train.input_layout, "train"
+    )
+    validation = render_split(
+        settings,
+        settings.validation_images,
+        settings.num_images,
+        train.image_size,
+        train.input_layout,
+        "validation",
+    )
+    log(f"rendered {len(train_split)} training and {len(validation)} validation hands")
+    return fit(train_split, validation, params, out_dir, log=log)
+
+
+def load_pretrained_weights(path: Path, train: TrainParams) -> dict:
+    """The pretrain stage's weights, checked against the train params that shape them."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"train.pretrained=synthetic, but {path} does not exist: set pretrain.num_images > 0 "
+            "(and run `dvc repro`), or set train.pretrained=none"
+        )
+    checkpoint = load_checkpoint(path)
+    used = checkpoint["train_params"]
+    wanted = dataclasses.asdict(train)
+    differ = [key for key in ARCHITECTURE_KEYS if used.get(key) != wanted[key]]
+    if differ:
+        raise CheckpointError(
+            f"{path} was pretrained with other {', '.join('train.' + k for k in differ)}; "
+            "run `dvc repro` so the pretrain stage follows the train params"
+        )
+    return checkpoint["model"]

@@ -1,0 +1,100 @@
+"""The pretrain stage on a handful of rendered hands: weights that the train stage can start from,
+a clear error where they do not fit, and an 'off' switch."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipeline.params import PretrainParams, TrainParams
+from pipeline.pretraining import (
+    DISABLED_MARKER,
+    PRETRAINED_WEIGHTS,
+    load_pretrained_weights,
+    pretrain,
+    render_split,
+)
+from pipeline.training import CheckpointError, fit, load_checkpoint
+from tests.tiny import skeleton_split
+
+TRAIN = TrainParams(
+    image_size=32, epochs=1, batch_size=4, device="cpu", threads=2, head="integral", loss="l1"
+)
+PRETRAIN = PretrainParams(
+    num_images=6, validation_images=2, width=96, height=72, num_subjects=3, epochs=1, batch_size=4,
+    workers=1,
+)  # fmt: skip
+
+
+def test_renders_carry_their_true_landmarks():
+    split = render_split(PRETRAIN, 3, 0, 32, "squash", "train")
+    assert split.images.shape == (3, 3, 32, 32) and split.images.dtype == torch.uint8
+    assert split.true_landmarks is None  # the truth IS the label here
+    xy = split.landmarks[..., :2]
+    assert ((xy > 0) & (xy < 1)).all() and (split.landmarks[..., 2] == 0).all()
+    again = render_split(PRETRAIN, 3, 0, 32, "squash", "train")
+    assert torch.equal(split.images, again.images)  # deterministic
+    other = render_split(PRETRAIN, 3, 3, 32, "squash", "validation")
+    assert not np.allclose(other.landmarks, split.landmarks)
+
+
+def test_pretrain_stage_writes_weights_the_train_stage_starts_from(tmp_path, monkeypatch):
+    from stages import pretrain as stage
+
+    monkeypatch.chdir(tmp_path)
+    params = {"pretrain": dataclasses.asdict(PRETRAIN), "train": dataclasses.asdict(TRAIN)}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stage.main([])
+    weights = load_pretrained_weights(PRETRAINED_WEIGHTS, TRAIN)
+    checkpoint = load_checkpoint(PRETRAINED_WEIGHTS)
+    assert checkpoint["train_params"]["z_weight"] == 0  # renders have no depth
+
+    messages = []
+    tuned = dataclasses.replace(TRAIN, pretrained="synthetic")
+    fit(
+        skeleton_split(6, seed=1),
+        skeleton_split(2, seed=2),
+        tuned,
+        tmp_path / "student",
+        log=messages.append,
+        initial_weights=weights,
+    )
+    assert any("initial weights:" in m for m in messages)
+    # a resumed run must start from the same initial weights: they are in the fingerprint
+    changed = {k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}
+    messages.clear()
+    fit(
+        skeleton_split(6, seed=1),
+        skeleton_split(2, seed=2),
+        tuned,
+        tmp_path / "student",
+        log=messages.append,
+        initial_weights=changed,
+    )
+    assert any("training from scratch" in m for m in messages)
+
+    with pytest.raises(CheckpointError, match="train.head"):
+        load_pretrained_weights(PRETRAINED_WEIGHTS, dataclasses.replace(TRAIN, head="simcc"))
+
+    # off: a marker, and train.pretrained=synthetic says how to switch it on
+    params["pretrain"]["num_images"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stage.main([])
+    assert not PRETRAINED_WEIGHTS.exists()
+    assert "off" in json.loads(DISABLED_MARKER.read_text())["pretraining"]
+    with pytest.raises(CheckpointError, match="pretrain.num_images"):
+        load_pretrained_weights(PRETRAINED_WEIGHTS, TRAIN)
+    assert os.path.isdir(tmp_path / "models" / "pretrain")
+
+
+def test_pretraining_uses_the_train_recipe_with_its_own_schedule():
+    from pipeline.pretraining import pretrain_params_for
+
+    params = pretrain_params_for(PRETRAIN, dataclasses.replace(TRAIN, pretrained="synthetic"))
+    assert (params.epochs, params.lr, params.batch_size) == (1, PRETRAIN.lr, 4)
+    assert params.pretrained == "none" and params.z_weight == 0 and params.head == "integral"
+    assert pretrain is not None
