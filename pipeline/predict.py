@@ -1,0 +1,505 @@
+"""Use a trained student: landmarks for one image, a folder of images or a video.
+
+The model is a training checkpoint (``models/student/best.pt``) or its ONNX export; both carry their
+model config and codec, so the input size and the way back to pixels come from the model file, never
+from constants here. Preprocessing is the training one: ``read_image`` → the codec's input picture
+(squashed or letterboxed to the model's size, ``LandmarkCodec.input_image``) → uint8 → the model,
+which normalises with its own mean/std; outputs go back through the same codec.
+
+Output rows hold ``path`` (relative to the input folder; the file name for a single image or a
+video), for a video also ``frame`` (0-based index), ``width``, ``height`` and ``x0, y0, z0, …`` with
+x, y in pixels of the original image and z the model's relative depth (codec-decoded). An image that
+cannot be decoded is a listed skip, never a blank image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from pipeline.codec import LandmarkCodec, to_pixels
+from pipeline.export import INPUT_NAME as ONNX_INPUT
+from pipeline.export import METADATA_KEY as ONNX_METADATA_KEY
+from pipeline.export import OUTPUT_NAME as ONNX_OUTPUT
+from pipeline.images import IMAGE_EXTENSIONS, ImageReadError, is_image_name, read_image
+from pipeline.io import write_table
+from pipeline.keypoints import NUM_JOINTS, column_names
+from pipeline.model import ModelConfig
+from pipeline.plots import COLOURS, draw_skeleton
+from pipeline.sources import SkippedFile
+from pipeline.training import (
+    CheckpointError,
+    TrainingError,
+    load_checkpoint,
+    model_from_checkpoint,
+    select_device,
+)
+from pipeline.training import predict as predict_batches
+
+VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
+LANDMARK_COLUMNS = column_names("")  # x0, y0, z0, ...
+DECODE_THREADS = min(4, len(os.sched_getaffinity(0)))  # cv2 decodes outside the GIL
+
+
+class InputError(ValueError):
+    """The input to predict or score is missing, empty or of a kind we cannot read."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The model, from a checkpoint or an ONNX export
+
+
+class LandmarkModel:
+    """A trained student: square uint8 images in, landmarks out. Build with ``load_model``."""
+
+    def __init__(self, path: Path, config: ModelConfig, codec: LandmarkCodec, epoch: int):
+        self.path, self.config, self.codec, self.epoch = path, config, codec, epoch
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    def input_image(self, rgb: np.ndarray) -> np.ndarray:
+        """An RGB uint8 (H, W, 3) image → the model's (S, S, 3) input, as in training."""
+        return self.codec.input_image(rgb, self.image_size)
+
+    def predict(
+        self, images: torch.Tensor, width: np.ndarray, height: np.ndarray, batch_size: int = 32
+    ) -> np.ndarray:
+        """uint8 (N, 3, S, S) inputs of originals ``width`` x ``height`` → (N, joints, 3): x, y as
+        fractions of the original image, z decoded."""
+        raise NotImplementedError
+
+    def landmarks(self, rgb_images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """RGB uint8 (H, W, 3) images of any size → (N, joints, 3), x and y in pixels of each."""
+        if not len(rgb_images):
+            return np.zeros((0, NUM_JOINTS, 3))
+        squares = np.stack([self.input_image(rgb) for rgb in rgb_images])
+        batch = torch.from_numpy(squares).permute(0, 3, 1, 2).contiguous()
+        width = np.array([rgb.shape[1] for rgb in rgb_images], dtype=np.float64)
+        height = np.array([rgb.shape[0] for rgb in rgb_images], dtype=np.float64)
+        return _with_pixels(self.predict(batch, width, height, batch_size), width, height)
+
+
+class _TorchModel(LandmarkModel):
+    def __init__(self, path, config, codec, epoch, module: torch.nn.Module, device: torch.device):
+        super().__init__(path, config, codec, epoch)
+        self.module, self.device = module.to(device).eval(), device
+
+    def predict(self, images, width, height, batch_size=32):
+        return predict_batches(
+            self.module, images, self.codec, self.device, batch_size, width=width, height=height
+        )
+
+
+class _OnnxModel(LandmarkModel):
+    def __init__(self, path, config, codec, epoch, session):
+        super().__init__(path, config, codec, epoch)
+        self.session = session
+
+    def predict(self, images, width, height, batch_size=32):
+        outputs = []
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].numpy().astype(np.float32) / 255.0
+            outputs.append(self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0])
+        if not outputs:
+            return np.zeros((0, NUM_JOINTS, 3))
+        return self.codec.decode(np.concatenate(outputs), width, height, size=images.shape[-1])
+
+
+def _config_and_codec(
+    model_config: dict, codec: dict, path: Path
+) -> tuple[ModelConfig, LandmarkCodec]:
+    try:
+        return ModelConfig.from_dict(model_config), LandmarkCodec.from_dict(codec)
+    except (TypeError, KeyError, ValueError) as error:
+        raise CheckpointError(
+            f"{path}: model config or codec not understood ({error}); the file comes from "
+            "another version of this project"
+        ) from None
+
+
+def _device(name: str) -> torch.device:
+    try:
+        return select_device(name)
+    except TrainingError:
+        raise InputError(
+            f"device {name!r} is not available here; use --device auto or cpu"
+        ) from None
+
+
+def _load_checkpoint_model(path: Path, device: str) -> LandmarkModel:
+    payload = load_checkpoint(path)
+    try:
+        module, codec, config = model_from_checkpoint(payload, path)
+    except (TypeError, KeyError, ValueError) as error:  # e.g. a head this version cannot build
+        raise CheckpointError(
+            f"{path}: model config or codec not understood ({error}); the file comes from "
+            "another version of this project"
+        ) from None
+    return _TorchModel(path, config, codec, int(payload["epoch"]), module, _device(device))
+
+
+def _onnx_providers(device: str) -> list[str]:
+    available = onnxruntime.get_available_providers()
+    wanted = {"cuda": "CUDAExecutionProvider", "mps": "CoreMLExecutionProvider"}
+    if device == "auto":
+        return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device not in wanted:
+        raise InputError(f"unknown device {device!r}; expected auto, cuda, mps or cpu")
+    if wanted[device] not in available:
+        raise InputError(
+            f"device {device!r}: onnxruntime here has no {wanted[device]} (it has "
+            f"{', '.join(available)}); use --device auto or cpu"
+        )
+    return [wanted[device], "CPUExecutionProvider"]
+
+
+def _load_onnx_model(path: Path, device: str) -> LandmarkModel:
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=_onnx_providers(device))
+    except InputError:
+        raise
+    except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+        raise CheckpointError(f"{path} cannot be loaded as an ONNX model ({error})") from None
+    raw = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
+    if raw is None:
+        raise CheckpointError(
+            f"{path} has no {ONNX_METADATA_KEY!r} metadata: not an ONNX export of this project "
+            "(export the checkpoint with `dvc repro export`)"
+        )
+    try:
+        meta = json.loads(raw)
+        config, codec = _config_and_codec(meta["model_config"], meta["codec"], path)
+        epoch = int(meta.get("epoch", 0))
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"{path}: {ONNX_METADATA_KEY} metadata is malformed ({error})"
+        ) from None
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if ONNX_INPUT not in inputs or ONNX_OUTPUT not in outputs:
+        raise CheckpointError(
+            f"{path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; expected "
+            f"{ONNX_INPUT!r} and {ONNX_OUTPUT!r}"
+        )
+    expected = (3, config.image_size, config.image_size)
+    fixed = [(got, want) for got, want in zip(inputs[ONNX_INPUT].shape[1:], expected)]
+    if len(inputs[ONNX_INPUT].shape) != 4 or any(
+        isinstance(got, int) and got != want for got, want in fixed
+    ):
+        raise CheckpointError(
+            f"{path}: input {ONNX_INPUT!r} has shape {inputs[ONNX_INPUT].shape}, but its config "
+            f"says (N, {', '.join(map(str, expected))}); the metadata belongs to another model"
+        )
+    return _OnnxModel(path, config, codec, epoch, session)
+
+
+def load_model(path: str | os.PathLike, device: str = "auto") -> LandmarkModel:
+    """A checkpoint (``*.pt``) or an ONNX export (``*.onnx``) as a ``LandmarkModel``.
+
+    Raises ``CheckpointError`` for a missing or foreign file, or one whose weights do not fit the
+    config it carries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"model {path} not found; train one with `dvc repro train` "
+            "(models/student/best.pt) or pass an exported .onnx file"
+        )
+    if path.suffix.lower() == ".onnx":
+        return _load_onnx_model(path, device)
+    return _load_checkpoint_model(path, device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: an image, a folder of images, or a video
+
+
+@dataclass(frozen=True)
+class Inputs:
+    root: Path  # the relative paths below are relative to this folder
+    images: list[str] = field(default_factory=list)  # posix relative paths, sorted
+    video: str | None = None  # a video's file name (then ``images`` is empty)
+
+
+def list_image_files(folder: Path, exclude: Sequence[Path] = ()) -> list[str]:
+    """Image files under ``folder``, recursive, sorted; hidden files and folders are left out."""
+    excluded = {Path(p).resolve() for p in exclude}
+    found = []
+    for directory, subdirs, files in os.walk(folder):
+        subdirs[:] = sorted(
+            d
+            for d in subdirs
+            if not d.startswith(".") and (Path(directory) / d).resolve() not in excluded
+        )
+        for name in files:
+            if not name.startswith(".") and is_image_name(name):
+                found.append((Path(directory) / name).relative_to(folder).as_posix())
+    return sorted(found)
+
+
+def find_inputs(path: str | os.PathLike, exclude: Sequence[Path] = ()) -> Inputs:
+    """What ``path`` is: a folder (its images, recursive), one image, or one video."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input {path} does not exist")
+    if path.is_dir():
+        images = list_image_files(path, exclude)
+        if not images:
+            raise InputError(
+                f"{path} holds no image files (searched recursively for "
+                f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
+        return Inputs(root=path, images=images)
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return Inputs(root=path.parent, video=path.name)
+    if is_image_name(path):
+        return Inputs(root=path.parent, images=[path.name])
+    raise InputError(
+        f"{path} is neither an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) nor a video "
+        f"({', '.join(sorted(VIDEO_EXTENSIONS))}) nor a folder"
+    )
+
+
+@dataclass
+class _Frame:
+    path: str
+    frame: int | None
+    width: int
+    height: int
+    square: np.ndarray  # (S, S, 3) uint8, the model's input
+    rgb: np.ndarray | None  # the original, kept only when overlays are drawn
+
+
+def _load_image(
+    root: Path, relative: str, model: LandmarkModel, keep: bool
+) -> _Frame | SkippedFile:
+    try:
+        rgb = read_image(root / relative)
+    except ImageReadError as error:
+        return SkippedFile(relative, error.reason)
+    height, width = rgb.shape[:2]
+    return _Frame(relative, None, width, height, model.input_image(rgb), rgb if keep else None)
+
+
+def _image_chunks(
+    inputs: Inputs, model: LandmarkModel, keep: bool, batch_size: int
+) -> Iterator[list[_Frame | SkippedFile]]:
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        for start in range(0, len(inputs.images), batch_size):
+            chunk = inputs.images[start : start + batch_size]
+            yield list(pool.map(lambda r: _load_image(inputs.root, r, model, keep), chunk))
+
+
+def _video_frame_count(path: Path) -> int | None:
+    capture = cv2.VideoCapture(str(path))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    capture.release()
+    return count if count > 0 else None  # containers may not know; then the bar has no total
+
+
+def _video_chunks(
+    inputs: Inputs, model: LandmarkModel, keep: bool, batch_size: int
+) -> Iterator[list[_Frame | SkippedFile]]:
+    path = inputs.root / inputs.video
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise InputError(f"{path} cannot be opened as a video (corrupt, or a codec OpenCV lacks)")
+    index, chunk = 0, []
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            height, width = rgb.shape[:2]
+            square = model.input_image(rgb)
+            chunk.append(_Frame(inputs.video, index, width, height, square, rgb if keep else None))
+            index += 1
+            if len(chunk) == batch_size:
+                yield chunk
+                chunk = []
+    finally:
+        capture.release()
+    if index == 0:
+        raise InputError(f"{path}: no frame could be decoded (corrupt, or a codec OpenCV lacks)")
+    if chunk:
+        yield chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction
+
+
+@dataclass
+class Predictions:
+    table: pd.DataFrame  # path, [frame], width, height, x0, y0, z0, ...: x, y in pixels
+    landmarks: np.ndarray  # (N, joints, 3): x, y as fractions of the image (what metrics take)
+    skipped: list[SkippedFile]
+    seconds: float
+    model: LandmarkModel
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.table) / max(self.seconds, 1e-9)
+
+
+def _with_pixels(landmarks: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
+    out = np.array(landmarks, dtype=np.float64)
+    out[..., :2] = to_pixels(landmarks, width, height)
+    return out
+
+
+def overlay_names(images: Sequence[str]) -> dict[str, str]:
+    """Overlay PNG per input: the same relative path with ``.png``; ``a.jpg`` and ``a.png`` side
+    by side would collide, so those keep their whole name (``a.jpg.png``)."""
+    stems = [Path(p).with_suffix(".png").as_posix() for p in images]
+    clashes = {s for s in stems if stems.count(s) > 1}
+    return {p: (f"{p}.png" if s in clashes else s) for p, s in zip(images, stems)}
+
+
+def draw_prediction(rgb: np.ndarray, points_px: np.ndarray) -> np.ndarray:
+    """The predicted skeleton on a copy of ``rgb``, strokes scaled to the image size."""
+    points = np.asarray(points_px, dtype=np.float64)[:, :2]
+    if not np.isfinite(points).all():
+        return rgb.copy()
+    limit = 4 * max(rgb.shape[:2])  # OpenCV wants ints; keep wild predictions drawable
+    thickness = max(1, round(max(rgb.shape[:2]) / 250))
+    return draw_skeleton(rgb, np.clip(points, -limit, limit), COLOURS["student"], thickness)
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode overlay {path}")
+    path.write_bytes(png.tobytes())
+
+
+def predict_inputs(
+    model: LandmarkModel,
+    inputs: Inputs,
+    overlay_dir: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Predictions:
+    """Predict every image (or frame) of ``inputs``, batch by batch, never holding them all."""
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
+    keep = overlay_dir is not None
+    overlay_root = Path(overlay_dir) if keep else None
+    if inputs.video is not None:
+        chunks = _video_chunks(inputs, model, keep, batch_size)
+        total, unit = _video_frame_count(inputs.root / inputs.video), "frame"
+        names: dict[str, str] = {}
+    else:
+        chunks = _image_chunks(inputs, model, keep, batch_size)
+        total, unit = len(inputs.images), "img"
+        names = overlay_names(inputs.images) if keep else {}
+    started = time.perf_counter()
+    meta: list[tuple[str, int | None, int, int]] = []
+    predicted: list[np.ndarray] = []
+    skipped: list[SkippedFile] = []
+    bar = tqdm(total=total, desc="student", unit=unit, disable=not progress, mininterval=1.0)
+    for chunk in chunks:
+        frames = [f for f in chunk if isinstance(f, _Frame)]
+        skipped += [f for f in chunk if isinstance(f, SkippedFile)]
+        if frames:
+            batch = torch.from_numpy(np.stack([f.square for f in frames]))
+            width = np.array([f.width for f in frames], dtype=np.float64)
+            height = np.array([f.height for f in frames], dtype=np.float64)
+            landmarks = model.predict(
+                batch.permute(0, 3, 1, 2).contiguous(), width, height, batch_size
+            )
+            predicted.append(landmarks)
+            meta += [(f.path, f.frame, f.width, f.height) for f in frames]
+            if keep:
+                for f, points in zip(frames, to_pixels(landmarks, width, height)):
+                    name = (
+                        f"{Path(f.path).stem}/{f.frame:06d}.png"
+                        if f.frame is not None
+                        else names[f.path]
+                    )
+                    _write_png(overlay_root / name, draw_prediction(f.rgb, points))
+        bar.update(len(chunk))
+    bar.close()
+    seconds = time.perf_counter() - started
+    landmarks = np.concatenate(predicted) if predicted else np.zeros((0, NUM_JOINTS, 3))
+    return Predictions(
+        table=_prediction_table(meta, landmarks, video=inputs.video is not None),
+        landmarks=landmarks,
+        skipped=skipped,
+        seconds=seconds,
+        model=model,
+    )
+
+
+def _prediction_table(
+    meta: list[tuple[str, int | None, int, int]], landmarks: np.ndarray, video: bool
+) -> pd.DataFrame:
+    table = pd.DataFrame(meta, columns=["path", "frame", "width", "height"])
+    table[["width", "height"]] = table[["width", "height"]].astype(np.int64)
+    if video:
+        table["frame"] = table["frame"].astype(np.int64)
+    else:
+        table = table.drop(columns="frame")
+    pixels = _with_pixels(landmarks, table["width"].to_numpy(), table["height"].to_numpy())
+    values = pd.DataFrame(pixels.reshape(len(table), NUM_JOINTS * 3), columns=LANDMARK_COLUMNS)
+    return pd.concat([table, values], axis=1)
+
+
+def predict_path(
+    model: LandmarkModel | str | os.PathLike,
+    input_path: str | os.PathLike,
+    overlay_dir: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    device: str = "auto",
+    progress: bool = True,
+) -> Predictions:
+    """Landmarks for an image file, a folder of images (recursive) or a video file.
+
+    ``model`` is a ``LandmarkModel`` or the path of a checkpoint / ONNX export. With
+    ``overlay_dir``, each image is also written there as PNG with the predicted skeleton drawn,
+    at the input's relative path (a video's frames as ``<video stem>/<frame:06d>.png``).
+    """
+    if not isinstance(model, LandmarkModel):
+        model = load_model(model, device)
+    exclude = [Path(overlay_dir)] if overlay_dir is not None else []
+    inputs = find_inputs(input_path, exclude=exclude)
+    return predict_inputs(model, inputs, overlay_dir, batch_size, progress)
+
+
+def skipped_path(output: str | os.PathLike) -> Path:
+    """Where the skipped files of ``predictions.csv`` are listed: ``predictions.skipped.csv``."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.skipped.csv")
+
+
+def write_predictions(predictions: Predictions, output: str | os.PathLike) -> Path:
+    """The table as CSV (x, y to 1/1000 px, z to 6 decimals) and the skips beside it; returns the
+    skipped list's path (written even when empty, so an old one is never left behind)."""
+    table = predictions.table.copy()
+    xy = [c for c in LANDMARK_COLUMNS if c[0] in "xy"]
+    z = [c for c in LANDMARK_COLUMNS if c[0] == "z"]
+    table[xy], table[z] = table[xy].round(3), table[z].round(6)
+    skipped = pd.DataFrame(
+        [(s.path, s.reason) for s in predictions.skipped], columns=["path", "reason"]
+    )
+    write_table(skipped_path(output), skipped)
+    write_table(output, table)
+    return skipped_path(output)
