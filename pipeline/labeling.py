@@ -19,7 +19,7 @@ from tqdm import tqdm
 from pipeline.images import ImageReadError, read_image
 from pipeline.keypoints import NUM_JOINTS, column_names
 from pipeline.sources import SPLITS, DataListing, ImageRecord, SkippedFile
-from pipeline.teacher import Teacher, TeacherSettings
+from pipeline.teacher import HandDetection, Teacher, TeacherSettings
 
 LANDMARK_COLUMNS = column_names("")  # x0, y0, z0, ... normalised to the image, z relative depth
 WORLD_COLUMNS = column_names("w")  # metres, hand-centred
@@ -52,8 +52,12 @@ def _label_one(task: tuple[int, str]) -> tuple[int, dict | None, str | None]:
         rgb = read_image(path)
     except ImageReadError as error:
         return index, None, error.reason
-    detection = _worker_teacher.detect(rgb)
-    row: dict = {
+    return index, image_fields(rgb, _worker_teacher.detect(rgb)), None
+
+
+def image_fields(rgb: np.ndarray, detection: HandDetection) -> dict:
+    """What one image and the teacher's answer contribute to its row (every engine uses this)."""
+    fields: dict = {
         "width": rgb.shape[1],
         "height": rgb.shape[0],
         "num_hands": detection.num_hands,
@@ -61,9 +65,9 @@ def _label_one(task: tuple[int, str]) -> tuple[int, dict | None, str | None]:
         "handedness_score": float(detection.handedness_score[0]) if detection.num_hands else np.nan,
     }
     if detection.num_hands:
-        row["landmarks"] = detection.landmarks[0].reshape(-1)
-        row["world"] = detection.world_landmarks[0].reshape(-1)
-    return index, row, None
+        fields["landmarks"] = detection.landmarks[0].reshape(-1)
+        fields["world"] = detection.world_landmarks[0].reshape(-1)
+    return fields
 
 
 def _base_row(record: ImageRecord) -> dict:
@@ -109,15 +113,24 @@ def label_images(
     bar.close()
     seconds = time.perf_counter() - started
 
+    table, skipped = build_table(listing, results)
+    return LabelingResult(table=table, skipped=skipped, seconds=seconds)
+
+
+def build_table(
+    listing: DataListing, results: list[tuple[int, dict | None, str | None]]
+) -> tuple[pd.DataFrame, list[SkippedFile]]:
+    """The label table and the skipped files from ``(record index, image_fields, skip reason)``
+    results in any order: rows and skips follow the listing's order whichever engine ran."""
     skipped = list(listing.skipped)
     rows = []
-    for index, row, problem in results:
-        record = records[index]
+    for index, fields, problem in sorted(results, key=lambda result: result[0]):
+        record = listing.records[index]
         if problem is not None:
             skipped.append(SkippedFile(record.path, problem))
             continue
-        rows.append(_table_row(record, row))
-    return LabelingResult(table=_as_table(rows), skipped=skipped, seconds=seconds)
+        rows.append(_table_row(record, fields))
+    return _as_table(rows), skipped
 
 
 def _table_row(record: ImageRecord, row: dict) -> dict:

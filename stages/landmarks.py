@@ -1,4 +1,8 @@
-"""Stage landmarks: MediaPipe labels for every image of the data source, in one table."""
+"""Stage landmarks: MediaPipe labels for every image of the data source, in one table.
+
+``landmarks.engine`` picks worker processes on this machine (local) or actors on a Ray cluster
+(ray); both write the same table.
+"""
 
 from __future__ import annotations
 
@@ -38,10 +42,24 @@ def main(argv: list[str] | None = None) -> None:
         min_hand_presence_confidence=landmarks.min_hand_presence_confidence,
         min_tracking_confidence=landmarks.min_tracking_confidence,
     )
-    result = label_images(
-        listing, MODEL, settings, landmarks.worker_count, progress=not args.no_progress
-    )
+    if landmarks.engine == "ray":
+        from pipeline.ray_labeling import label_images_ray
+
+        result = label_images_ray(
+            listing,
+            MODEL,
+            settings,
+            landmarks.workers,
+            progress=not args.no_progress,
+            address=landmarks.ray_address,
+            timeout_s=landmarks.ray_timeout_s,
+        )
+    else:
+        result = label_images(
+            listing, MODEL, settings, landmarks.worker_count, progress=not args.no_progress
+        )
     metrics = labeling_metrics(result, sha256_of(MODEL))
+    metrics["engine"] = landmarks.engine  # img/s depends on it; the table does not
     # The report and metrics first, the table last: the table is what the next stage consumes.
     write_table(SKIPPED, skipped_table(result.skipped))
     write_json(METRICS, metrics)
