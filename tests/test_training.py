@@ -94,8 +94,9 @@ def test_spatial_heads_export_to_onnx_with_a_dynamic_batch(head):
 
 @pytest.mark.parametrize(
     "loss, head, distribution_weight",
-    [(name, "pooled_mlp", 0.0) for name in LOSSES]
-    + [("l1", "integral", 0.1), ("l1", "simcc", 1.0)],
+    # smooth_l1 on the pooled head: test_loss_goes_down_on_a_fixed_batch
+    [(name, "pooled_mlp", 0.0) for name in LOSSES if name != "smooth_l1"]
+    + [("l1", "integral", 1.0), ("l1", "simcc", 1.0)],
 )
 def test_each_loss_is_finite_and_goes_down_on_a_fixed_batch(loss, head, distribution_weight):
     from pipeline.training import _batch_loss
@@ -112,7 +113,7 @@ def test_each_loss_is_finite_and_goes_down_on_a_fixed_batch(loss, head, distribu
     y = codec.standardise(frame)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(25):
+    for _ in range(20):
         outputs = model.forward_train(x)
         loss_value = _batch_loss(
             model, outputs, y, frame, params, _loss_fn(params), None, torch.arange(8)
