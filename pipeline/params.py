@@ -415,7 +415,3 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> Params:
     except yaml.YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {error}") from None
     return params_from_dict(raw)
-
-
-def as_dict(section: Any) -> dict[str, Any]:
-    return dataclasses.asdict(section)
