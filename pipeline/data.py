@@ -1,10 +1,17 @@
 """Decode-once training data: each split image is read and resized once per run into a uint8
 tensor (in the codec's input layout: squashed or letterboxed); batches are cut from it and
 augmented on the training device (``pipeline.augment``).
+
+The decoded images are N x 3 x S x S bytes (48 KiB per image at 128 px). Up to a budget
+(``train.cache_budget_mib``) they are held in memory; above it they go to an unnamed temporary
+file (``DiskImages``) that batches are read from, so the process's memory stays flat however
+large the data set is. Both give the same bytes, hence the same training run.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +26,63 @@ from pipeline.keypoints import NUM_JOINTS
 from pipeline.labeling import LANDMARK_COLUMNS, TRUTH_COLUMNS
 
 
+class DiskImages:
+    """uint8 (N, 3, S, S) images in an unnamed temporary file, read back per batch.
+
+    Indexing with a 1-D index tensor returns a new in-memory uint8 tensor of those images, like
+    indexing a tensor. The file has no name (it is unlinked at once), so the operating system
+    reclaims it however the process ends, kill -9 included.
+    """
+
+    device = torch.device("cpu")
+    dtype = torch.uint8
+
+    def __init__(self, count: int, image_size: int, directory: str | Path | None = None):
+        self.shape = torch.Size((count, 3, image_size, image_size))
+        self._record = 3 * image_size * image_size
+        self._file = tempfile.TemporaryFile(dir=directory)
+        self._file.truncate(count * self._record)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def write(self, position: int, chw: np.ndarray) -> None:
+        data = np.ascontiguousarray(chw, dtype=np.uint8)
+        if data.size != self._record:
+            raise ValueError(f"image {position}: {data.shape} does not fit {self.shape[1:]}")
+        os.pwrite(self._file.fileno(), data.tobytes(), position * self._record)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        positions = torch.arange(len(self))[index].reshape(-1).tolist()
+        out = np.empty((len(positions), *self.shape[1:]), dtype=np.uint8)
+        for row, position in enumerate(positions):
+            out[row] = np.frombuffer(
+                os.pread(self._file.fileno(), self._record, position * self._record), np.uint8
+            ).reshape(self.shape[1:])
+        return torch.from_numpy(out)
+
+    def nbytes(self) -> int:
+        return len(self) * self._record
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def image_chunks(images: torch.Tensor | DiskImages, chunk: int = 256):
+    """The images in order, ``chunk`` at a time, as uint8 tensors (memory or disk alike)."""
+    for start in range(0, len(images), chunk):
+        yield images[start : start + chunk]
+
+
+def cache_bytes(count: int, image_size: int) -> int:
+    return count * 3 * image_size * image_size
+
+
 @dataclass
 class SplitData:
     """One split at training resolution, aligned with its label table rows."""
 
-    images: torch.Tensor  # (N, 3, S, S) uint8
+    images: torch.Tensor | DiskImages  # (N, 3, S, S) uint8
     landmarks: np.ndarray  # (N, joints, 3) teacher landmarks, normalised
     width: np.ndarray  # (N,) original image size, pixels
     height: np.ndarray
@@ -32,6 +91,10 @@ class SplitData:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    @property
+    def on_disk(self) -> bool:
+        return isinstance(self.images, DiskImages)
 
     @property
     def true_landmarks(self) -> np.ndarray | None:
@@ -43,19 +106,36 @@ class SplitData:
 
 
 def load_split(
-    table: pd.DataFrame, data_root: str | Path, image_size: int, layout: str = "squash"
+    table: pd.DataFrame,
+    data_root: str | Path,
+    image_size: int,
+    layout: str = "squash",
+    budget_bytes: int | None = None,
 ) -> SplitData:
     """Decode every image of ``table`` once. A file that fails now (it was read by the labeling
-    stage) is an error naming it: the data root changed under the pipeline."""
+    stage) is an error naming it: the data root changed under the pipeline.
+
+    The decoded images stay in memory when they fit ``budget_bytes`` (None: no limit), else
+    they go to a temporary file (``DiskImages``) and are read back per batch.
+    """
     table = table.reset_index(drop=True)
-    images = np.empty((len(table), image_size, image_size, 3), dtype=np.uint8)
     codec = LandmarkCodec(layout=layout)
+    count = len(table)
+    on_disk = budget_bytes is not None and cache_bytes(count, image_size) > budget_bytes
+    if on_disk:
+        images: torch.Tensor | DiskImages = DiskImages(count, image_size)
+    else:
+        images = torch.empty((count, 3, image_size, image_size), dtype=torch.uint8)
     for i, relative in enumerate(table["path"]):
         rgb = read_image(Path(data_root) / relative)
-        images[i] = codec.input_image(rgb, image_size)
-    landmarks = table[LANDMARK_COLUMNS].to_numpy(np.float64).reshape(len(table), NUM_JOINTS, 3)
+        chw = codec.input_image(rgb, image_size).transpose(2, 0, 1)
+        if on_disk:
+            images.write(i, chw)
+        else:
+            images[i] = torch.from_numpy(np.ascontiguousarray(chw))
+    landmarks = table[LANDMARK_COLUMNS].to_numpy(np.float64).reshape(count, NUM_JOINTS, 3)
     return SplitData(
-        images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        images=images,
         landmarks=landmarks,
         width=table["width"].to_numpy(np.float64),
         height=table["height"].to_numpy(np.float64),
@@ -64,17 +144,19 @@ def load_split(
     )
 
 
-def batches(count: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+def batches(
+    count: int, batch_size: int, generator: torch.Generator | None, min_size: int = 2
+) -> list[torch.Tensor]:
     """Index batches over ``count`` samples, shuffled when a generator is given.
 
-    A last batch of one sample is merged into the previous one: BatchNorm cannot train on a
-    single sample, and dropping it would silently lose data.
+    A last batch smaller than ``min_size`` is merged into the previous one: BatchNorm cannot
+    train on a single sample (per process), and dropping it would silently lose data.
     """
     order = (
         torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
     )
     chunks = list(torch.split(order, batch_size))
-    if len(chunks) > 1 and len(chunks[-1]) == 1:
+    if len(chunks) > 1 and len(chunks[-1]) < min_size:
         single = chunks.pop()
         chunks[-1] = torch.cat([chunks[-1], single])
     return chunks

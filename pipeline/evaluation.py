@@ -30,7 +30,7 @@ class SplitEvaluation:
 def evaluate_split(
     model, codec, data: SplitData, device: torch.device, batch_size: int
 ) -> SplitEvaluation:
-    predicted = predict(model, data.images, codec, device, batch_size)
+    predicted = predict(model, data.images, codec, device, batch_size, data.width, data.height)
     metrics: dict = {"images": len(data), "student_vs_teacher": validation_metrics(predicted, data)}
     teacher_px = to_pixels(data.landmarks, data.width, data.height)
     student_px = to_pixels(predicted, data.width, data.height)
@@ -94,7 +94,12 @@ def overlay_grid(
 
 
 def load_eval_split(
-    table: pd.DataFrame, split: str, data_root: str | Path, image_size: int
+    table: pd.DataFrame,
+    split: str,
+    data_root: str | Path,
+    image_size: int,
+    layout: str = "squash",
+    budget_bytes: int | None = None,
 ) -> SplitData:
     selected = table[table["split"] == split]
     if selected.empty:
@@ -102,4 +107,4 @@ def load_eval_split(
             f"the {split} split is empty after filtering; nothing to evaluate "
             "(see data/split/dropped.csv)"
         )
-    return load_split(selected, data_root, image_size)
+    return load_split(selected, data_root, image_size, layout, budget_bytes)

@@ -262,6 +262,12 @@ class TrainParams:
     seed: int = 0
     threads: int = 0  # CPU threads for torch; 0: torch's default
     compile: bool = False  # torch.compile the model (worth it on a GPU for long runs)
+    # Decoded images (N x 3 x S x S bytes) held in memory up to this, per process; above it
+    # they are read per batch from a temporary file. Same results either way.
+    cache_budget_mib: int = 4096
+    # DistributedDataParallel processes on this machine (torchrun --nproc-per-node); 1: none.
+    # train.batch_size stays the global batch, shared out between them.
+    processes: int = 1
 
     PRETRAINED = ("none", "imagenet", "synthetic")
     LAYOUTS = ("squash", "letterbox")
@@ -321,6 +327,14 @@ class TrainParams:
         _check(0 <= self.translate <= 0.5, "train.translate", "must be in [0, 0.5]")
         _check(self.keep_margin < 0.5, "train.keep_margin", "must be < 0.5")
         _check(self.threads >= 0, "train.threads", "must be >= 0")
+        _check(self.cache_budget_mib >= 0, "train.cache_budget_mib", "must be >= 0 (0: on disk)")
+        _check(1 <= self.processes <= 1024, "train.processes", "must be in [1, 1024]")
+        _check(
+            self.batch_size == 0 or self.batch_size >= 2 * self.processes,
+            "train.batch_size",
+            f"is the global batch and must hold two images per process: at least "
+            f"{2 * self.processes} for train.processes={self.processes}, got {self.batch_size}",
+        )
 
 
 @dataclass(frozen=True)

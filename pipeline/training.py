@@ -6,6 +6,12 @@ the coordinate loss (optionally weighted per sample by the teacher's confidence)
 spatial heads, a KL term on their heatmap / SimCC distributions. Optional: linear warm-up before
 the cosine schedule, an exponential moving average (EMA) of the weights that is what validation,
 ``best.pt`` and prediction use, and initial weights from the pretrain stage.
+
+Under torchrun (``pipeline.distributed``) the same loop runs in every process: the epoch's
+shuffled order is the same everywhere, each global batch of ``train.batch_size`` is shared out
+between the processes (so the effective batch does not depend on their number), DDP averages the
+gradients, each process augments its share with its own random stream, validation is split
+between them and gathered, and only rank 0 writes checkpoints and logs.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from pipeline import distributed
 from pipeline.augment import GeometrySettings, augment_geometry, color_augment
 from pipeline.codec import LandmarkCodec, to_pixels
-from pipeline.data import SplitData, batches
+from pipeline.data import DiskImages, SplitData, batches, image_chunks
 from pipeline.io import atomic_path
 from pipeline.keypoints import NUM_JOINTS, hand_size
 from pipeline.losses import CoordinateLoss
@@ -36,6 +44,9 @@ from pipeline.params import TrainParams
 
 CHECKPOINT_FORMAT = 1
 LAST, BEST = "last.pt", "best.pt"
+# train.processes is replaced by the number of processes actually running (torchrun may be
+# started by hand), which does change the numbers.
+EXECUTION_ONLY_KEYS = ("threads", "cache_budget_mib", "processes")
 
 
 class TrainingError(RuntimeError):
@@ -62,12 +73,22 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def fingerprint(params: TrainParams, data_digest: str, init_digest: str = "") -> str:
+def fingerprint(
+    params: TrainParams, data_digest: str, init_digest: str = "", world_size: int = 1
+) -> str:
     """What a checkpoint must match to be resumed: every train param, the training data and the
     initial weights (when they come from the pretrain stage)."""
-    content = {"train": dataclasses.asdict(params), "data": data_digest}
+    # Keys that change how a run executes but not its numbers do not block a resume.
+    content = {
+        "train": {
+            k: v for k, v in dataclasses.asdict(params).items() if k not in EXECUTION_ONLY_KEYS
+        },
+        "data": data_digest,
+    }
     if init_digest:
         content["init"] = init_digest
+    if world_size > 1:
+        content["world_size"] = world_size
     payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -83,7 +104,8 @@ def state_digest(state: dict) -> str:
 def data_digest(*splits: SplitData) -> str:
     digest = hashlib.sha256()
     for split in splits:
-        digest.update(split.images.numpy().tobytes())
+        for chunk in image_chunks(split.images):
+            digest.update(chunk.numpy().tobytes())
         digest.update(np.ascontiguousarray(split.landmarks, dtype=np.float64).tobytes())
     return digest.hexdigest()[:16]
 
@@ -129,14 +151,21 @@ def predict(
     batch_size: int = 64,
     width: np.ndarray | None = None,
     height: np.ndarray | None = None,
+    positions: np.ndarray | None = None,
 ) -> np.ndarray:
     """uint8 (N, 3, S, S) images → (N, joints, 3) landmarks in table units (x, y normalised).
 
     ``width`` and ``height`` of the original images are needed by a letterbox codec.
+    ``positions``: predict only these images (their rows, in this order); width and height are
+    then those of all N images.
     """
     model.eval()
+    positions = np.arange(len(images)) if positions is None else np.asarray(positions)
+    if width is not None and height is not None:
+        width, height = np.asarray(width)[positions], np.asarray(height)[positions]
     outputs = []
-    for index in batches(len(images), batch_size, None):
+    for chunk in batches(len(positions), batch_size, None):
+        index = torch.from_numpy(positions[chunk.numpy()])
         x = images[index].to(device, non_blocking=True).float().div_(255)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -163,9 +192,9 @@ def validation_metrics(predicted: np.ndarray, split: SplitData) -> dict:
 
 
 def _resident(
-    images: torch.Tensor, device: torch.device, share_of_free: float = 0.3
-) -> torch.Tensor:
-    if device.type != "cuda":
+    images: torch.Tensor | DiskImages, device: torch.device, share_of_free: float = 0.3
+) -> torch.Tensor | DiskImages:
+    if device.type != "cuda" or isinstance(images, DiskImages):
         return images
     free_bytes, _ = torch.cuda.mem_get_info(device)
     if images.numel() * images.element_size() < share_of_free * free_bytes:
@@ -211,6 +240,22 @@ def sample_weights(split: SplitData, power: float) -> torch.Tensor | None:
         )
     scores = split.table["handedness_score"].to_numpy(np.float64)
     return torch.tensor(np.clip(scores, 1e-3, 1.0) ** power, dtype=torch.float32)
+
+
+class _TrainForward(nn.Module):
+    """DDP synchronises gradients of what its wrapped module's ``forward`` computes; training
+    needs ``forward_train`` (coordinates and distributions)."""
+
+    def __init__(self, model: LandmarkRegressor):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor):
+        return self.model.forward_train(images)
+
+
+def _process_seed(epoch_seed: int, rank: int) -> int:
+    return int(np.random.SeedSequence([epoch_seed, rank]).generate_state(1)[0])
 
 
 def learning_rate(params: TrainParams, global_step: int, total_steps: int, warmup: int) -> float:
@@ -314,10 +359,25 @@ def fit(
         )
     if params.threads:
         torch.set_num_threads(params.threads)
+    ranks = distributed.current_ranks()
     device = select_device(params.device)
+    if ranks.distributed and device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)
+    if not ranks.is_main:
+        log, on_epoch_end = _quiet, None
     batch_size = params.batch_size or (64 if device.type == "cuda" else 16)
+    # BatchNorm needs two samples per process in every batch, the last one included.
+    min_batch = 2 * ranks.world_size
+    if batch_size < min_batch or len(train) < min_batch:
+        raise TrainingError(
+            f"{ranks.world_size} processes need a batch of at least {min_batch} images "
+            f"(two per process) and as many train images; train.batch_size is {batch_size}, "
+            f"the train split has {len(train)}"
+        )
     init_digest = state_digest(initial_weights) if initial_weights is not None else ""
-    run_fingerprint = fingerprint(params, data_digest(train, validation), init_digest)
+    run_fingerprint = fingerprint(
+        params, data_digest(train, validation), init_digest, ranks.world_size
+    )
     checkpoint_dir = Path(checkpoint_dir)
     last_path, best_path = checkpoint_dir / LAST, checkpoint_dir / BEST
 
@@ -373,9 +433,18 @@ def fit(
     geometry = geometry_for(params)
     # Decoded images stay on the GPU when they fit comfortably; else pinned for async copies.
     train_images = _resident(train.images, device)
-    step_model = torch.compile(model.forward_train) if params.compile else model.forward_train
+    if ranks.distributed:
+        # DDP broadcasts rank 0's weights at construction: every process starts identical.
+        step_model = DistributedDataParallel(
+            _TrainForward(model), device_ids=[device.index] if device.type == "cuda" else None
+        )
+    else:
+        step_model = model.forward_train
+    if params.compile:
+        step_model = torch.compile(step_model)
     loss_fn = _loss_fn(params)
-    steps_per_epoch = len(batches(len(train), batch_size, None))
+    steps_per_epoch = len(batches(len(train), batch_size, None, min_batch))
+    validation_share = distributed.contiguous_share(len(validation), ranks)
     total_steps = steps_per_epoch * params.epochs
     warmup_steps = round(params.warmup_epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(
@@ -385,11 +454,20 @@ def fit(
     for epoch in range(start_epoch, params.epochs):
         started = time.perf_counter()
         epoch_seed = params.seed * 100_003 + epoch
-        torch.manual_seed(epoch_seed)  # dropout
         generator = torch.Generator().manual_seed(epoch_seed)  # order and augmentation
+        if ranks.distributed:
+            # The same order everywhere, but each process's own augmentation and dropout.
+            process_seed = _process_seed(epoch_seed, ranks.rank)
+            epoch_order = batches(len(train), batch_size, generator, min_batch)
+            generator = torch.Generator().manual_seed(process_seed)
+            torch.manual_seed(process_seed)
+        else:
+            torch.manual_seed(epoch_seed)  # dropout
+            epoch_order = batches(len(train), batch_size, generator)
         model.train()
         loss_sum, seen = 0.0, 0
-        for step, index in enumerate(batches(len(train), batch_size, generator)):
+        for step, global_index in enumerate(epoch_order):
+            index = distributed.shard(global_index, ranks)
             global_step = epoch * steps_per_epoch + step
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(params, global_step, total_steps, warmup_steps)
@@ -420,14 +498,19 @@ def fit(
             loss_sum += loss.item() * len(index)
             seen += len(index)
 
-        predicted = predict(
-            evaluated,
-            validation.images,
-            codec,
-            device,
-            batch_size,
-            validation.width,
-            validation.height,
+        loss_sum, seen = distributed.sum_across([loss_sum, seen], device)
+        distributed.broadcast_buffers(evaluated)
+        predicted = distributed.gather_rows(
+            predict(
+                evaluated,
+                validation.images,
+                codec,
+                device,
+                batch_size,
+                validation.width,
+                validation.height,
+                positions=validation_share,
+            )
         )
         val = validation_metrics(predicted, validation)
         seconds = time.perf_counter() - started
@@ -451,15 +534,21 @@ def fit(
             "history": history,
             "device": str(device),
         }
-        if val["mpjpe_px"] < best["metrics"]["mpjpe_px"]:
+        if ranks.distributed:
+            payload["processes"] = ranks.world_size
+        improved = val["mpjpe_px"] < best["metrics"]["mpjpe_px"]
+        if improved:
             best = {"epoch": epoch + 1, "metrics": val}
-            save_checkpoint(best_path, {**payload, "best": best})
-        resume = {"best": best, "optimizer": optimizer.state_dict()}
-        if average is not None:
-            resume["train_model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            resume["ema_updates"] = average.updates
-        # last.pt after best.pt: a run killed in between redoes this epoch, identically.
-        save_checkpoint(last_path, {**payload, **resume})
+        if ranks.is_main:
+            if improved:
+                save_checkpoint(best_path, {**payload, "best": best})
+            resume = {"best": best, "optimizer": optimizer.state_dict()}
+            if average is not None:
+                resume["train_model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                resume["ema_updates"] = average.updates
+            # last.pt after best.pt: a run killed in between redoes this epoch, identically.
+            save_checkpoint(last_path, {**payload, **resume})
+        distributed.barrier()  # no process runs ahead of a checkpoint it may resume from
         log(
             f"epoch {epoch + 1}/{params.epochs} loss {row['train_loss']:.4f} "
             f"val MPJPE {val['mpjpe_px']:.2f}px PCK@0.1 {val['pck_10']:.3f} ({seconds:.1f}s)"
@@ -476,6 +565,10 @@ def fit(
         history=history,
         resumed_from_epoch=start_epoch,
     )
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 def _batch_loss(

@@ -47,7 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     metrics: dict = {"checkpoint_epoch": checkpoint["epoch"], "image_size": config.image_size}
     outputs = {}
     for split in ("test", "validation"):
-        data = load_eval_split(table, split, params.data.root, config.image_size)
+        data = load_eval_split(
+            table,
+            split,
+            params.data.root,
+            config.image_size,
+            codec.layout,
+            params.train.cache_budget_mib * 2**20,
+        )
         result = evaluate_split(model, codec, data, device, params.evaluate.batch_size)
         metrics[split] = result.metrics
         outputs[split] = (data, result)

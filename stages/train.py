@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import sys
 from pathlib import Path
 
 from dvclive import Live
 
+from pipeline import distributed
 from pipeline.data import load_split
 from pipeline.io import read_table
-from pipeline.params import load_params
+from pipeline.params import Params, load_params
 from pipeline.pretraining import PRETRAINED_WEIGHTS, load_pretrained_weights
 from pipeline.training import fit
 from stages.split import KEPT
@@ -24,17 +27,46 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = load_params(args.params)
+    if params.train.processes > 1 and not distributed.launched_by_torchrun():
+        # One stage command for any process count: re-run this module under torchrun, in this
+        # process (exec), so that DVC's signals reach the launcher and its exit code is ours.
+        command = distributed.launch_command(
+            params.train.processes, "stages.train", sys.argv[1:] if argv is None else argv
+        )
+        print(" ".join(command[1:]), flush=True)
+        os.execv(command[0], command)
+    with distributed.process_group(params.train.device) as ranks:
+        train_student(params, ranks)
+
+
+def train_student(params: Params, ranks: distributed.Ranks) -> None:
     table = read_table(KEPT)
     size, layout = params.train.image_size, params.train.input_layout
-    train = load_split(table[table["split"] == "train"], params.data.root, size, layout)
-    validation = load_split(table[table["split"] == "validation"], params.data.root, size, layout)
-    print(f"train {len(train)} images, validation {len(validation)}, {size}px ({layout})")
+    budget = params.train.cache_budget_mib * 2**20
+    train = load_split(table[table["split"] == "train"], params.data.root, size, layout, budget)
+    if not train.on_disk:  # the budget is for both splits together
+        budget -= train.images.numel()
+    validation = load_split(
+        table[table["split"] == "validation"], params.data.root, size, layout, max(budget, 0)
+    )
+    where = "a temporary file" if train.on_disk else "memory"
+    if ranks.is_main:
+        print(
+            f"train {len(train)} images, validation {len(validation)}, {size}px ({layout}); "
+            f"decoded train images in {where} "
+            f"(train.cache_budget_mib={params.train.cache_budget_mib}); "
+            f"{ranks.world_size} training process(es)",
+            flush=True,
+        )
     initial_weights = None
     if params.train.pretrained == "synthetic":
         initial_weights = load_pretrained_weights(PRETRAINED_WEIGHTS, params.train)
 
     # The plots are declared in our dvc.yaml, so DVCLive must not write one; DVC itself records
     # experiments, so DVCLive must not make its own.
+    if not ranks.is_main:  # fit shares the work; rank 0 alone logs and writes
+        fit(train, validation, params.train, CHECKPOINTS, initial_weights=initial_weights)
+        return
     with Live(str(LIVE_DIR), dvcyaml=False, save_dvc_exp=False) as live:
         live.log_params({f"train.{k}": v for k, v in dataclasses.asdict(params.train).items()})
 

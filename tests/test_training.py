@@ -388,3 +388,61 @@ def test_imagenet_weights_offline_is_a_clear_error(monkeypatch, tmp_path):
     )
     with pytest.raises(PretrainedWeightsError, match="train.pretrained=none"):
         build_model(model_config_for(dataclasses.replace(TINY, pretrained="imagenet")))
+
+
+def photo_table(folder, count: int, seed: int = 3) -> pd.DataFrame:
+    """``count`` skeleton photos (96x72) written to ``folder`` and their label table."""
+    from tests.tiny import skeleton_photos
+
+    photos, points = skeleton_photos(count, seed=seed)
+    rows = []
+    for i, photo in enumerate(photos):
+        write_png(folder / f"img {i}.png", photo)
+        rows.append({"path": f"img {i}.png", "width": 96, "height": 72, "class_name": "A"})
+    table = pd.DataFrame(rows)
+    landmarks = np.concatenate([points / (96, 72), np.zeros((count, 21, 1))], axis=2)
+    table[[f"{a}{j}" for j in range(21) for a in "xyz"]] = landmarks.reshape(count, -1)
+    return table
+
+
+def test_letterbox_model_is_evaluated_in_original_pixels(tmp_path):
+    """The evaluate stage's path (load_eval_split + evaluate_split) with a letterbox model."""
+    from pipeline.evaluation import evaluate_split, load_eval_split
+    from pipeline.training import compare
+
+    table = photo_table(tmp_path, 10)
+    table["split"] = ["train"] * 6 + ["validation"] * 2 + ["test"] * 2
+    params = dataclasses.replace(TINY, epochs=1, input_layout="letterbox")
+    splits = {
+        name: load_eval_split(table, name, tmp_path, 32, layout="letterbox")
+        for name in ("train", "validation", "test")
+    }
+    fit(splits["train"], splits["validation"], params, tmp_path / "ckpt", log=lambda _: None)
+    model, codec, _ = model_from_checkpoint(load_checkpoint(tmp_path / "ckpt" / BEST))
+    assert codec.layout == "letterbox"
+    test = splits["test"]
+    result = evaluate_split(model, codec, test, torch.device("cpu"), 4)
+    predicted = predict(model, test.images, codec, torch.device("cpu"), 4, test.width, test.height)
+    expected = compare(predicted, test.landmarks, test.width, test.height)
+    assert result.metrics["student_vs_teacher"]["mpjpe_px"] == expected["mpjpe_px"]
+
+
+def test_over_budget_cache_reads_from_disk_and_trains_identically(tmp_path):
+    """The decoded images go to a temporary file when they exceed the budget; batches read from
+    it hold the same bytes, so training gives the same numbers as from memory."""
+    table = photo_table(tmp_path, 12)
+    size = 32
+    in_memory = load_split(table, tmp_path, size, budget_bytes=None)
+    on_disk = load_split(table, tmp_path, size, budget_bytes=12 * 3 * size * size - 1)
+    assert not in_memory.on_disk and on_disk.on_disk
+    assert torch.equal(on_disk.images[torch.tensor([5, 0, 11])], in_memory.images[[5, 0, 11]])
+    assert torch.equal(on_disk.images[2:4], in_memory.images[2:4])
+    assert not load_split(table, tmp_path, size, budget_bytes=12 * 3 * size * size).on_disk
+
+    params = dataclasses.replace(BEST_TINY, epochs=1, cache_budget_mib=0)
+    results = []
+    for split in (in_memory, on_disk):
+        validation = load_split(table.iloc[8:], tmp_path, size, budget_bytes=0)
+        results.append(fit(split, validation, params, tmp_path / str(split.on_disk), log=print))
+    assert results[0].history[0]["val"] == results[1].history[0]["val"]
+    assert results[0].history[0]["train_loss"] == results[1].history[0]["train_loss"]
