@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline import distributed
 from pipeline.augment import color_augment  # noqa: F401  (re-exported: its old home)
 from pipeline.codec import LandmarkCodec, resize_square  # noqa: F401  (resize_square: re-exported)
 from pipeline.images import read_image
@@ -46,11 +48,12 @@ class DiskImages:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def write(self, position: int, chw: np.ndarray) -> None:
-        data = np.ascontiguousarray(chw, dtype=np.uint8)
-        if data.size != self._record:
-            raise ValueError(f"image {position}: {data.shape} does not fit {self.shape[1:]}")
-        os.pwrite(self._file.fileno(), data.tobytes(), position * self._record)
+    def write(self, start: int, block: np.ndarray) -> None:
+        """Store images ``start``, ``start + 1``, ... from a (n, 3, S, S) uint8 block."""
+        data = np.ascontiguousarray(block, dtype=np.uint8)
+        if data.shape[1:] != self.shape[1:] or start + len(data) > len(self):
+            raise ValueError(f"images {start}+{data.shape} do not fit {tuple(self.shape)}")
+        os.pwrite(self._file.fileno(), data.tobytes(), start * self._record)
 
     def __getitem__(self, index) -> torch.Tensor:
         positions = torch.arange(len(self))[index].reshape(-1).tolist()
@@ -76,6 +79,48 @@ def image_chunks(images: torch.Tensor | DiskImages, chunk: int = 256):
 
 def cache_bytes(count: int, image_size: int) -> int:
     return count * 3 * image_size * image_size
+
+
+def _store(images: torch.Tensor | DiskImages, start: int, block: np.ndarray) -> None:
+    if isinstance(images, DiskImages):
+        images.write(start, block)
+    else:
+        images[start : start + len(block)] = torch.from_numpy(block)
+
+
+def decode_threads() -> int:
+    """Threads that decode images (OpenCV releases the GIL): this process's share of the
+    machine's cores, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, min(8, (cores or 1) // per_machine))
+
+
+def _share_rows(images: torch.Tensor | DiskImages, shares: list[np.ndarray]) -> None:
+    """Each rank decoded its share of the rows; broadcast every share to every rank."""
+    import torch.distributed as dist
+
+    ranks = distributed.current_ranks()
+    device = torch.device("cpu")
+    if dist.get_backend() == "nccl":  # NCCL moves GPU tensors only
+        device = torch.device("cuda", torch.cuda.current_device())
+    for source, rows in enumerate(shares):
+        if not len(rows):
+            continue
+        first, end = int(rows[0]), int(rows[-1]) + 1
+        for start in range(first, end, DECODE_CHUNK):
+            stop = min(start + DECODE_CHUNK, end)
+            if ranks.rank == source:
+                block = images[start:stop].to(device)
+            else:
+                shape = (stop - start, *images.shape[1:])
+                block = torch.empty(shape, dtype=torch.uint8, device=device)
+            dist.broadcast(block, src=source)
+            if ranks.rank != source:
+                _store(images, start, block.cpu().numpy())
+
+
+DECODE_CHUNK = 256  # images decoded, stored or exchanged at a time
 
 
 @dataclass
@@ -126,13 +171,22 @@ def load_split(
         images: torch.Tensor | DiskImages = DiskImages(count, image_size)
     else:
         images = torch.empty((count, 3, image_size, image_size), dtype=torch.uint8)
-    for i, relative in enumerate(table["path"]):
-        rgb = read_image(Path(data_root) / relative)
-        chw = codec.input_image(rgb, image_size).transpose(2, 0, 1)
-        if on_disk:
-            images.write(i, chw)
-        else:
-            images[i] = torch.from_numpy(np.ascontiguousarray(chw))
+    paths = [Path(data_root) / relative for relative in table["path"]]
+
+    def decode(position: int) -> np.ndarray:
+        return codec.input_image(read_image(paths[position]), image_size).transpose(2, 0, 1)
+
+    # Under torchrun each process decodes its share and the shares are exchanged, so the
+    # decoding is not repeated in every process.
+    ranks = distributed.current_ranks()
+    shares = np.array_split(np.arange(count), ranks.world_size)
+    mine = shares[ranks.rank]
+    with ThreadPoolExecutor(decode_threads()) as pool:
+        for start in range(0, len(mine), DECODE_CHUNK):
+            chunk = mine[start : start + DECODE_CHUNK]
+            _store(images, int(chunk[0]), np.stack(list(pool.map(decode, chunk))))
+    if ranks.distributed:
+        _share_rows(images, shares)
     landmarks = table[LANDMARK_COLUMNS].to_numpy(np.float64).reshape(count, NUM_JOINTS, 3)
     return SplitData(
         images=images,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,6 +87,7 @@ def process_group(device_name: str, timeout_s: float = 1800) -> Iterator[Ranks]:
     if not ranks.distributed:
         yield ranks
         return
+    _exit_with_launcher()
     backend = backend_for(device_name)
     if backend == "nccl":
         torch.cuda.set_device(ranks.local_rank)
@@ -93,6 +96,21 @@ def process_group(device_name: str, timeout_s: float = 1800) -> Iterator[Ranks]:
         yield ranks
     finally:
         dist.destroy_process_group()
+
+
+def _exit_with_launcher(poll_s: float = 0.2) -> None:
+    """torchrun starts each process in a session of its own, so a kill -9 of the launcher (or
+    of `dvc repro` above it) would leave the processes training on and writing checkpoints
+    under the next run. They watch their parent instead and stop within ``poll_s`` of it."""
+    launcher = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(poll_s)
+        print("the torchrun launcher is gone; stopping this training process", file=sys.stderr)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-launcher", daemon=True).start()
 
 
 def shard(index: torch.Tensor, ranks: Ranks) -> torch.Tensor:

@@ -378,6 +378,11 @@ def fit(
     run_fingerprint = fingerprint(
         params, data_digest(train, validation), init_digest, ranks.world_size
     )
+    if len(set(distributed.gather_rows(np.array([run_fingerprint])))) > 1:
+        raise TrainingError(
+            "the training processes decoded different data or params (their fingerprints "
+            "differ); does every process see the same data.root?"
+        )
     checkpoint_dir = Path(checkpoint_dir)
     last_path, best_path = checkpoint_dir / LAST, checkpoint_dir / BEST
 

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> None:
         command = distributed.launch_command(
             params.train.processes, "stages.train", sys.argv[1:] if argv is None else argv
         )
+        # torchrun would give each process one thread; share this machine's cores instead.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // params.train.processes)))
         print(" ".join(command[1:]), flush=True)
         os.execv(command[0], command)
     with distributed.process_group(params.train.device) as ranks:

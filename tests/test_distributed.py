@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import torch
 import yaml
@@ -150,6 +151,15 @@ def test_two_gloo_processes_train_like_one(runs):
         )
 
 
+def training_processes(root: Path) -> list[int]:
+    found = []
+    for candidate in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        info = candidate.info
+        if info["cwd"] == str(root) and "stages.train" in " ".join(info["cmdline"] or []):
+            found.append(info["pid"])
+    return found
+
+
 def test_killed_two_process_run_resumes_to_the_same_result(runs, tmp_path):
     root = project(tmp_path / "killed", 2)
     process = subprocess.Popen(
@@ -168,6 +178,12 @@ def test_killed_two_process_run_resumes_to_the_same_result(runs, tmp_path):
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
+    # torchrun's workers live in sessions of their own: they must notice and stop too, or they
+    # would go on writing checkpoints under the next run
+    deadline = time.monotonic() + 10
+    while training_processes(root):
+        assert time.monotonic() < deadline, f"still running: {training_processes(root)}"
+        time.sleep(0.1)
     killed_at = final(root)["epoch"]
     assert killed_at < TRAIN["epochs"]
 
