@@ -1,0 +1,179 @@
+"""DistributedDataParallel training: the train stage with 1 process vs N processes (torchrun, gloo
+on the CPU or NCCL on GPUs) on the same rendered images, same params and seed.
+
+    python benchmarks/ddp.py               # 1 vs 2 CPU processes, 320 images, 128 px, 12 epochs
+    python benchmarks/ddp.py --device cuda --processes 1 2   # on a machine with 2 GPUs
+
+Each run is the real stage (`python -m stages.train`, which re-launches itself under torchrun
+when train.processes > 1) in its own folder. Reported: wall time of the whole stage (process and
+torchrun start, decoding, training, validation), the training rate of the epochs after the
+first (steady), and the final validation MPJPE of each run against the 1-process run: the
+global batch is the same, so only BatchNorm's per-process statistics and the augmentation draws
+differ. To judge that difference, the 1-process run is repeated with another seed
+(``--noise-seed``): two seeds differ by training noise alone. On the CPU each run gets the same
+cores (train.threads = cores / processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import (  # noqa: E402
+    REPO,
+    cpu_count,
+    finish,
+    machine,
+    markdown_table,
+    temporary_folder,
+    write_images,
+)
+from pipeline.keypoints import NUM_JOINTS  # noqa: E402
+from pipeline.labeling import LANDMARK_COLUMNS  # noqa: E402
+from pipeline.training import LAST, load_checkpoint  # noqa: E402
+
+
+def labelled_set(count: int, folder: Path, validation_fraction: float) -> pd.DataFrame:
+    """Rendered 640x480 images with their true landmarks (z = 0) as the label table."""
+    listing = write_images("synthetic", count, folder)
+    truth = np.stack([record.true_landmarks for record in listing.records])
+    landmarks = np.concatenate([truth, np.zeros((len(truth), NUM_JOINTS, 1))], axis=-1)
+    train_count = round(len(truth) * (1 - validation_fraction))
+    table = pd.DataFrame(
+        {
+            "path": [str(listing.root / record.path) for record in listing.records],
+            "split": ["train"] * train_count + ["validation"] * (len(truth) - train_count),
+            "class_name": [record.class_name for record in listing.records],
+            "width": 640,
+            "height": 480,
+            "handedness": "Right",
+            "handedness_score": 1.0,
+        }
+    )
+    table[LANDMARK_COLUMNS] = landmarks.reshape(len(table), -1)
+    return table
+
+
+def run_stage(folder: Path, table: pd.DataFrame, train: dict) -> dict:
+    folder.mkdir()
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values["data"].update(source="folders", root="/")  # the table holds absolute paths
+    values["train"].update(train)
+    (folder / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    (folder / "data" / "split").mkdir(parents=True)
+    table.to_parquet(folder / "data" / "split" / "labels.parquet")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.train"], cwd=folder, env=env, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"train stage failed:\n{result.stdout}\n{result.stderr}")
+    history = load_checkpoint(folder / "models" / "student" / LAST)["history"]
+    steady = [row["images_per_second"] for row in history[1:]] or [history[0]["images_per_second"]]
+    return {
+        "processes": train["processes"],
+        "seed": train["seed"],
+        "threads_per_process": train["threads"],
+        "stage_seconds": round(seconds, 1),
+        "train_img_per_s": round(float(np.median(steady)), 1),
+        "final_val_mpjpe_px": history[-1]["val"]["mpjpe_px"],
+        "final_val_pck_10": history[-1]["val"]["pck_10"],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=320)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=16, help="global batch")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--noise-seed", type=int, default=1, help="seed of the repeated 1-process run (-1: none)"
+    )
+    args = parser.parse_args(argv)
+
+    rows = []
+    runs = [(n, 0) for n in args.processes]
+    if args.noise_seed >= 0:
+        runs.insert(1, (args.processes[0], args.noise_seed))
+    with temporary_folder("ddp") as tmp:
+        table = labelled_set(args.images, Path(tmp) / "images", validation_fraction=0.2)
+        for processes, seed in runs:
+            threads = max(1, cpu_count() // processes) if args.device == "cpu" else 0
+            train = {
+                "image_size": args.image_size,
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "device": args.device,
+                "processes": processes,
+                "threads": threads,
+                "seed": seed,
+            }
+            rows.append(run_stage(Path(tmp) / f"run{processes}-seed{seed}", table, train))
+            print(rows[-1], flush=True)
+    base = rows[0]
+    for row in rows:
+        row["speed_vs_first"] = round(row["train_img_per_s"] / base["train_img_per_s"], 3)
+        row["stage_time_vs_first"] = round(row["stage_seconds"] / base["stage_seconds"], 3)
+        row["mpjpe_relative_difference"] = round(
+            row["final_val_mpjpe_px"] / base["final_val_mpjpe_px"] - 1, 4
+        )
+    print(
+        markdown_table(
+            [
+                "processes",
+                "seed",
+                "threads each",
+                "train img/s (steady)",
+                "× 1st",
+                "stage s",
+                "final val MPJPE px",
+                "vs 1st",
+            ],
+            [
+                [
+                    r["processes"],
+                    r["seed"],
+                    r["threads_per_process"],
+                    r["train_img_per_s"],
+                    r["speed_vs_first"],
+                    r["stage_seconds"],
+                    r["final_val_mpjpe_px"],
+                    f"{100 * r['mpjpe_relative_difference']:+.1f} %",
+                ]
+                for r in rows
+            ],
+        )
+    )
+    finish(
+        "ddp",
+        {
+            "machine": machine(),
+            "images": args.images,
+            "image_size": args.image_size,
+            "epochs": args.epochs,
+            "global_batch": args.batch_size,
+            "device": args.device,
+            "rows": rows,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
