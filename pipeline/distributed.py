@@ -90,6 +90,13 @@ def process_group(device_name: str, timeout_s: float = 1800) -> Iterator[Ranks]:
     _exit_with_launcher()
     backend = backend_for(device_name)
     if backend == "nccl":
+        gpus = torch.cuda.device_count()
+        per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world_size))
+        if per_machine > gpus:
+            raise RuntimeError(
+                f"{per_machine} training processes on this machine but {gpus} GPU(s) visible: "
+                f"set train.processes to at most {gpus} (one per GPU) or train.device=cpu"
+            )
         torch.cuda.set_device(ranks.local_rank)
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     try:
