@@ -25,7 +25,9 @@ WIDTH, HEIGHT = 640, 480  # the synthetic source's size and the teacher's usual 
 
 
 def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from pipeline.machine import available_cores
+
+    return available_cores()
 
 
 def machine() -> dict:

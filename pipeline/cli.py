@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from pipeline.images import ImageReadError
 from pipeline.io import write_json
+from pipeline.machine import available_cores
 from pipeline.predict import InputError, predict_path, write_predictions
 from pipeline.scoring import score_folder
 from pipeline.sources import DataLayoutError
@@ -119,7 +119,7 @@ def _score(args: argparse.Namespace) -> int:
     teacher = args.teacher
     if teacher is None and TEACHER_STAGE_MODEL.is_file():
         teacher = TEACHER_STAGE_MODEL
-    workers = args.workers or len(os.sched_getaffinity(0))
+    workers = args.workers or available_cores()
     result = score_folder(
         args.model,
         args.folder,

@@ -26,6 +26,7 @@ from pipeline.codec import LandmarkCodec, resize_square  # noqa: F401  (resize_s
 from pipeline.images import read_image
 from pipeline.keypoints import NUM_JOINTS
 from pipeline.labeling import LANDMARK_COLUMNS, TRUTH_COLUMNS
+from pipeline.machine import available_cores
 
 
 class DiskImages:
@@ -91,9 +92,8 @@ def _store(images: torch.Tensor | DiskImages, start: int, block: np.ndarray) -> 
 def decode_threads() -> int:
     """Threads that decode images (OpenCV releases the GIL): this process's share of the
     machine's cores, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    return max(1, min(8, (cores or 1) // per_machine))
+    return max(1, min(8, available_cores() // per_machine))
 
 
 def _share_rows(images: torch.Tensor | DiskImages, shares: list[np.ndarray]) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from pipeline.machine import available_cores
+
 PARAMS_FILE = "params.yaml"
 
 
@@ -199,7 +201,7 @@ class LandmarksParams:
 
     @property
     def worker_count(self) -> int:
-        return self.workers or len(os.sched_getaffinity(0))
+        return self.workers or available_cores()
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from pipeline.export import OUTPUT_NAME as ONNX_OUTPUT
 from pipeline.images import IMAGE_EXTENSIONS, ImageReadError, is_image_name, read_image
 from pipeline.io import write_table
 from pipeline.keypoints import NUM_JOINTS, column_names
+from pipeline.machine import available_cores
 from pipeline.model import ModelConfig
 from pipeline.plots import COLOURS, draw_skeleton
 from pipeline.sources import SkippedFile
@@ -50,7 +51,7 @@ from pipeline.training import predict as predict_batches
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 LANDMARK_COLUMNS = column_names("")  # x0, y0, z0, ...
-DECODE_THREADS = min(4, len(os.sched_getaffinity(0)))  # cv2 decodes outside the GIL
+DECODE_THREADS = min(4, available_cores())  # cv2 decodes outside the GIL
 
 
 class InputError(ValueError):

@@ -13,7 +13,6 @@ train stage builds; the schedule (epochs, lr, batch size) is the pretrain sectio
 from __future__ import annotations
 
 import dataclasses
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from pipeline.data import SplitData
 from pipeline.io import write_json
 from pipeline.keypoints import NUM_JOINTS
 from pipeline.labeling import LANDMARK_COLUMNS
+from pipeline.machine import available_cores
 from pipeline.params import PretrainParams, TrainParams
 from pipeline.sources.synthetic import GESTURE_CLASSES, make_subject_styles, render_hand
 from pipeline.training import BEST, CheckpointError, FitResult, fit, load_checkpoint
@@ -105,7 +105,7 @@ def render_split(
         )
         for i in range(count)
     ]
-    workers = min(settings.workers or len(os.sched_getaffinity(0)), max(1, count // 16))
+    workers = min(settings.workers or available_cores(), max(1, count // 16))
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_render, jobs, chunksize=16))

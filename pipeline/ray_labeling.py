@@ -26,6 +26,7 @@ from tqdm import tqdm
 from pipeline.images import ImageReadError, decode_image, read_image
 from pipeline.keypoints import NUM_JOINTS
 from pipeline.labeling import LabelingResult, build_table, image_fields
+from pipeline.machine import available_cores
 from pipeline.sources import DataListing
 from pipeline.teacher import Teacher, TeacherSettings, sha256_of
 
@@ -193,7 +194,7 @@ def connect(address: str = "", num_cpus: int | None = None) -> None:
             log_to_driver=False,  # MediaPipe's chatter; the logs stay under /tmp/ray/session_*
         )
     else:
-        cores = num_cpus or len(os.sched_getaffinity(0))
+        cores = num_cpus or available_cores()
         # "local": never join a cluster that someone else started on this machine.
         ray.init(
             address="local",

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from dvclive import Live
-
 from pipeline import distributed
 from pipeline.data import load_split
 from pipeline.io import read_table
+from pipeline.machine import available_cores
 from pipeline.params import Params, load_params
 from pipeline.pretraining import PRETRAINED_WEIGHTS, load_pretrained_weights
 from pipeline.training import fit
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> None:
             params.train.processes, "stages.train", sys.argv[1:] if argv is None else argv
         )
         # torchrun would give each process one thread; share this machine's cores instead.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // params.train.processes)))
+        threads = max(1, available_cores() // params.train.processes)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         print(" ".join(command[1:]), flush=True)
         os.execv(command[0], command)
     with distributed.process_group(params.train.device) as ranks:
