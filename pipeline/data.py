@@ -56,17 +56,19 @@ class DiskImages:
             raise ValueError(f"images {start}+{data.shape} do not fit {tuple(self.shape)}")
         os.pwrite(self._file.fileno(), data.tobytes(), start * self._record)
 
-    def __getitem__(self, index) -> torch.Tensor:
-        positions = torch.arange(len(self))[index].reshape(-1).tolist()
+    def __getitem__(self, index: slice | torch.Tensor | np.ndarray) -> torch.Tensor:
+        if isinstance(index, slice):
+            positions = range(*index.indices(len(self)))
+        else:
+            positions = torch.as_tensor(index).reshape(-1).tolist()
+            if positions and not 0 <= min(positions) <= max(positions) < len(self):
+                raise IndexError(f"image index out of range for {len(self)} images")
         out = np.empty((len(positions), *self.shape[1:]), dtype=np.uint8)
         for row, position in enumerate(positions):
             out[row] = np.frombuffer(
                 os.pread(self._file.fileno(), self._record, position * self._record), np.uint8
             ).reshape(self.shape[1:])
         return torch.from_numpy(out)
-
-    def nbytes(self) -> int:
-        return len(self) * self._record
 
     def close(self) -> None:
         self._file.close()
@@ -179,7 +181,7 @@ def load_split(
     # Under torchrun each process decodes its share and the shares are exchanged, so the
     # decoding is not repeated in every process.
     ranks = distributed.current_ranks()
-    shares = np.array_split(np.arange(count), ranks.world_size)
+    shares = distributed.contiguous_shares(count, ranks)
     mine = shares[ranks.rank]
     with ThreadPoolExecutor(decode_threads()) as pool:
         for start in range(0, len(mine), DECODE_CHUNK):

@@ -125,9 +125,9 @@ def shard(index: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     return index[ranks.rank :: ranks.world_size] if ranks.distributed else index
 
 
-def contiguous_share(count: int, ranks: Ranks) -> np.ndarray:
-    """Positions 0..count-1 cut into world_size consecutive parts; this rank's part."""
-    return np.array_split(np.arange(count), ranks.world_size)[ranks.rank]
+def contiguous_shares(count: int, ranks: Ranks) -> list[np.ndarray]:
+    """Positions 0..count-1 cut into world_size consecutive parts, one per rank."""
+    return np.array_split(np.arange(count), ranks.world_size)
 
 
 def sum_across(values: list[float], device: torch.device) -> list[float]:

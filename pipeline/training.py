@@ -449,7 +449,7 @@ def fit(
         step_model = torch.compile(step_model)
     loss_fn = _loss_fn(params)
     steps_per_epoch = len(batches(len(train), batch_size, None, min_batch))
-    validation_share = distributed.contiguous_share(len(validation), ranks)
+    validation_share = distributed.contiguous_shares(len(validation), ranks)[ranks.rank]
     total_steps = steps_per_epoch * params.epochs
     warmup_steps = round(params.warmup_epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(
