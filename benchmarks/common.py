@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -138,6 +139,28 @@ def write_images(source: str, count: int, folder: Path, seed: int = 0):
         target.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(target), big)
     return list_images("folders", folder / "digits")
+
+
+def truth_table(listing) -> pd.DataFrame:
+    """The label table of rendered images (``write_images("synthetic", ...)``) with their TRUE
+    landmarks (z = 0) in place of the teacher's: training data without a labeling run."""
+    from pipeline.keypoints import NUM_JOINTS
+    from pipeline.labeling import LANDMARK_COLUMNS
+
+    truth = np.stack([record.true_landmarks for record in listing.records])
+    landmarks = np.concatenate([truth, np.zeros((len(truth), NUM_JOINTS, 1))], axis=-1)
+    table = pd.DataFrame(
+        {
+            "path": [record.path for record in listing.records],
+            "class_name": [record.class_name for record in listing.records],
+            "width": WIDTH,
+            "height": HEIGHT,
+            "handedness": "Right",
+            "handedness_score": 1.0,
+        }
+    )
+    table[LANDMARK_COLUMNS] = landmarks.reshape(len(table), -1)
+    return table
 
 
 def read_all(listing) -> list[np.ndarray]:

@@ -36,38 +36,25 @@ from benchmarks.common import (  # noqa: E402
     machine,
     markdown_table,
     temporary_folder,
+    truth_table,
     write_images,
 )
-from pipeline.keypoints import NUM_JOINTS  # noqa: E402
-from pipeline.labeling import LANDMARK_COLUMNS  # noqa: E402
 from pipeline.training import LAST, load_checkpoint  # noqa: E402
 
 
-def labelled_set(count: int, folder: Path, validation_fraction: float) -> pd.DataFrame:
-    """Rendered 640x480 images with their true landmarks (z = 0) as the label table."""
+def labelled_set(count: int, folder: Path, validation_fraction: float) -> tuple[pd.DataFrame, Path]:
+    """Rendered 640x480 images with their true landmarks as the label table; and their root."""
     listing = write_images("synthetic", count, folder)
-    truth = np.stack([record.true_landmarks for record in listing.records])
-    landmarks = np.concatenate([truth, np.zeros((len(truth), NUM_JOINTS, 1))], axis=-1)
-    train_count = round(len(truth) * (1 - validation_fraction))
-    table = pd.DataFrame(
-        {
-            "path": [str(listing.root / record.path) for record in listing.records],
-            "split": ["train"] * train_count + ["validation"] * (len(truth) - train_count),
-            "class_name": [record.class_name for record in listing.records],
-            "width": 640,
-            "height": 480,
-            "handedness": "Right",
-            "handedness_score": 1.0,
-        }
-    )
-    table[LANDMARK_COLUMNS] = landmarks.reshape(len(table), -1)
-    return table
+    table = truth_table(listing)
+    train_count = round(len(table) * (1 - validation_fraction))
+    table["split"] = ["train"] * train_count + ["validation"] * (len(table) - train_count)
+    return table, listing.root
 
 
-def run_stage(folder: Path, table: pd.DataFrame, train: dict) -> dict:
+def run_stage(folder: Path, table: pd.DataFrame, root: Path, train: dict) -> dict:
     folder.mkdir()
     values = yaml.safe_load((REPO / "params.yaml").read_text())
-    values["data"].update(source="folders", root="/")  # the table holds absolute paths
+    values["data"].update(source="folders", root=str(root))
     values["train"].update(train)
     (folder / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     (folder / "data" / "split").mkdir(parents=True)
@@ -113,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.noise_seed >= 0:
         runs.insert(1, (args.processes[0], args.noise_seed))
     with temporary_folder("ddp") as tmp:
-        table = labelled_set(args.images, Path(tmp) / "images", validation_fraction=0.2)
+        table, root = labelled_set(args.images, Path(tmp) / "images", validation_fraction=0.2)
         for processes, seed in runs:
             threads = max(1, cpu_count() // processes) if args.device == "cpu" else 0
             train = {
@@ -125,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                 "threads": threads,
                 "seed": seed,
             }
-            rows.append(run_stage(Path(tmp) / f"run{processes}-seed{seed}", table, train))
+            rows.append(run_stage(Path(tmp) / f"run{processes}-seed{seed}", table, root, train))
             print(rows[-1], flush=True)
     base = rows[0]
     for row in rows:

@@ -29,8 +29,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
-import pandas as pd
 import torch
 
 from benchmarks.common import (
@@ -41,11 +39,11 @@ from benchmarks.common import (
     markdown_table,
     median,
     temporary_folder,
+    truth_table,
     write_images,
 )
 from pipeline.data import SplitData, load_split
 from pipeline.keypoints import NUM_JOINTS
-from pipeline.labeling import LANDMARK_COLUMNS
 from pipeline.model import build_model
 from pipeline.params import TrainParams, load_params
 from pipeline.training import _autocast, fit, model_config_for, select_device
@@ -58,17 +56,7 @@ def synthetic_split(
 ) -> tuple[SplitData, float]:
     """Rendered images with their true landmarks (z = 0) as labels; and the cache build seconds."""
     listing = write_images("synthetic", count, folder)
-    truth = np.stack([record.true_landmarks for record in listing.records])
-    landmarks = np.concatenate([truth, np.zeros((len(truth), NUM_JOINTS, 1))], axis=-1)
-    table = pd.DataFrame(
-        {
-            "path": [record.path for record in listing.records],
-            "class_name": [record.class_name for record in listing.records],
-            "width": 640,
-            "height": 480,
-        }
-    )
-    table[LANDMARK_COLUMNS] = landmarks.reshape(len(table), -1)
+    table = truth_table(listing)
     with Stopwatch() as watch:
         split = load_split(table, listing.root, image_size, layout)
     return split, watch.seconds
