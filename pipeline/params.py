@@ -271,6 +271,10 @@ class TrainParams:
     # train.batch_size stays the global batch, shared out between them.
     processes: int = 1
 
+    @property
+    def cache_budget_bytes(self) -> int:
+        return self.cache_budget_mib * 2**20
+
     PRETRAINED = ("none", "imagenet", "synthetic")
     LAYOUTS = ("squash", "letterbox")
     HEADS = ("pooled_mlp", "integral", "simcc")

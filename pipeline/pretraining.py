@@ -39,9 +39,11 @@ ARCHITECTURE_KEYS = ("head", "image_size", "input_layout", "neck_channels", "sim
 
 
 def pretrain_params_for(pretrain: PretrainParams, train: TrainParams) -> TrainParams:
-    """The train recipe with the pretrain schedule. The renders have no depth: z is not trained."""
+    """The train recipe with the pretrain schedule. The renders have no depth: z is not trained.
+    The pretrain stage runs one process, whatever train.processes says."""
     return dataclasses.replace(
         train,
+        processes=1,
         pretrained="none",
         epochs=pretrain.epochs,
         lr=pretrain.lr,

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
             params.data.root,
             config.image_size,
             codec.layout,
-            params.train.cache_budget_mib * 2**20,
+            params.train.cache_budget_bytes,
         )
         result = evaluate_split(model, codec, data, device, params.evaluate.batch_size)
         metrics[split] = result.metrics

@@ -45,31 +45,30 @@ def main(argv: list[str] | None = None) -> None:
 def train_student(params: Params, ranks: distributed.Ranks) -> None:
     table = read_table(KEPT)
     size, layout = params.train.image_size, params.train.input_layout
-    budget = params.train.cache_budget_mib * 2**20
+    budget = params.train.cache_budget_bytes
     train = load_split(table[table["split"] == "train"], params.data.root, size, layout, budget)
     if not train.on_disk:  # the budget is for both splits together
         budget -= train.images.numel()
     validation = load_split(
         table[table["split"] == "validation"], params.data.root, size, layout, max(budget, 0)
     )
-    where = "a temporary file" if train.on_disk else "memory"
-    if ranks.is_main:
-        print(
-            f"train {len(train)} images, validation {len(validation)}, {size}px ({layout}); "
-            f"decoded train images in {where} "
-            f"(train.cache_budget_mib={params.train.cache_budget_mib}); "
-            f"{ranks.world_size} training process(es)",
-            flush=True,
-        )
     initial_weights = None
     if params.train.pretrained == "synthetic":
         initial_weights = load_pretrained_weights(PRETRAINED_WEIGHTS, params.train)
-
-    # The plots are declared in our dvc.yaml, so DVCLive must not write one; DVC itself records
-    # experiments, so DVCLive must not make its own.
     if not ranks.is_main:  # fit shares the work; rank 0 alone logs and writes
         fit(train, validation, params.train, CHECKPOINTS, initial_weights=initial_weights)
         return
+    where = "a temporary file" if train.on_disk else "memory"
+    print(
+        f"train {len(train)} images, validation {len(validation)}, {size}px ({layout}); "
+        f"decoded train images in {where} "
+        f"(train.cache_budget_mib={params.train.cache_budget_mib}); "
+        f"{ranks.world_size} training process(es)",
+        flush=True,
+    )
+
+    # The plots are declared in our dvc.yaml, so DVCLive must not write one; DVC itself records
+    # experiments, so DVCLive must not make its own.
     with Live(str(LIVE_DIR), dvcyaml=False, save_dvc_exp=False) as live:
         live.log_params({f"train.{k}": v for k, v in dataclasses.asdict(params.train).items()})
 

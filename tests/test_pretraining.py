@@ -98,3 +98,6 @@ def test_pretraining_uses_the_train_recipe_with_its_own_schedule():
     assert (params.epochs, params.lr, params.batch_size) == (1, PRETRAIN.lr, 4)
     assert params.pretrained == "none" and params.z_weight == 0 and params.head == "integral"
     assert pretrain is not None
+    # one process, so a DDP train section does not impose its batch minimum on pre-training
+    ddp_train = dataclasses.replace(TRAIN, processes=4, batch_size=64)
+    assert pretrain_params_for(PRETRAIN, ddp_train).processes == 1
