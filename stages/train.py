@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from dvclive import Live
+
 from pipeline import distributed
 from pipeline.data import load_split
 from pipeline.io import read_table
