@@ -3,6 +3,7 @@ on the CPU or NCCL on GPUs) on the same rendered images, same params and seed.
 
     python benchmarks/ddp.py               # 1 vs 2 CPU processes, 320 images, 128 px, 12 epochs
     python benchmarks/ddp.py --device cuda --processes 1 2   # on a machine with 2 GPUs
+    python benchmarks/ddp.py --device cuda --processes 1 --torchrun-single   # one GPU: + NCCL
 
 Each run is the real stage (`python -m stages.train`, which re-launches itself under torchrun
 when train.processes > 1) in its own folder. Reported: wall time of the whole stage (process and
@@ -11,7 +12,9 @@ first (steady), and the final validation MPJPE of each run against the 1-process
 global batch is the same, so only BatchNorm's per-process statistics and the augmentation draws
 differ. To judge that difference, the 1-process run is repeated with another seed
 (``--noise-seed``): two seeds differ by training noise alone. On the CPU each run gets the same
-cores (train.threads = cores / processes).
+cores (train.threads = cores / processes). ``--torchrun-single`` adds a 1-process run launched by
+torchrun (a process group of one: NCCL on a GPU), so that a one-GPU machine exercises the
+distributed code path against the plain one.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ def labelled_set(count: int, folder: Path, validation_fraction: float) -> tuple[
     return table, listing.root
 
 
-def run_stage(folder: Path, table: pd.DataFrame, root: Path, train: dict) -> dict:
+def run_stage(
+    folder: Path, table: pd.DataFrame, root: Path, train: dict, torchrun: bool = False
+) -> dict:
     folder.mkdir()
     values = yaml.safe_load((REPO / "params.yaml").read_text())
     values["data"].update(source="folders", root=str(root))
@@ -59,11 +64,16 @@ def run_stage(folder: Path, table: pd.DataFrame, root: Path, train: dict) -> dic
     (folder / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     (folder / "data" / "split").mkdir(parents=True)
     table.to_parquet(folder / "data" / "split" / "labels.parquet")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # The repo first, any packages the caller put on PYTHONPATH after it.
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    command = [sys.executable, "-m", "stages.train"]
+    if torchrun:  # the stage launches itself this way when train.processes > 1
+        command[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1"]
     started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.train"], cwd=folder, env=env, capture_output=True, text=True
-    )
+    result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"train stage failed:\n{result.stdout}\n{result.stderr}")
@@ -71,6 +81,7 @@ def run_stage(folder: Path, table: pd.DataFrame, root: Path, train: dict) -> dic
     steady = [row["images_per_second"] for row in history[1:]] or [history[0]["images_per_second"]]
     return {
         "processes": train["processes"],
+        "launcher": "torchrun" if torchrun or train["processes"] > 1 else "plain",
         "seed": train["seed"],
         "threads_per_process": train["threads"],
         "stage_seconds": round(seconds, 1),
@@ -93,15 +104,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--noise-seed", type=int, default=1, help="seed of the repeated 1-process run (-1: none)"
     )
+    parser.add_argument(
+        "--torchrun-single",
+        action="store_true",
+        help="also run 1 process under torchrun (on a GPU: NCCL with a group of one)",
+    )
     args = parser.parse_args(argv)
 
     rows = []
-    runs = [(n, 0) for n in args.processes]
+    runs = [(n, 0, False) for n in args.processes]
     if args.noise_seed >= 0:
-        runs.insert(1, (args.processes[0], args.noise_seed))
+        runs.insert(1, (args.processes[0], args.noise_seed, False))
+    if args.torchrun_single:
+        runs.append((1, 0, True))
     with temporary_folder("ddp") as tmp:
         table, root = labelled_set(args.images, Path(tmp) / "images", validation_fraction=0.2)
-        for processes, seed in runs:
+        for processes, seed, torchrun in runs:
             threads = max(1, cpu_count() // processes) if args.device == "cpu" else 0
             train = {
                 "image_size": args.image_size,
@@ -112,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
                 "threads": threads,
                 "seed": seed,
             }
-            rows.append(run_stage(Path(tmp) / f"run{processes}-seed{seed}", table, root, train))
+            name = f"run{processes}-seed{seed}" + ("-torchrun" if torchrun else "")
+            rows.append(run_stage(Path(tmp) / name, table, root, train, torchrun))
             print(rows[-1], flush=True)
     base = rows[0]
     for row in rows:
@@ -125,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         markdown_table(
             [
                 "processes",
+                "launcher",
                 "seed",
                 "threads each",
                 "train img/s (steady)",
@@ -136,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             [
                 [
                     r["processes"],
+                    r["launcher"],
                     r["seed"],
                     r["threads_per_process"],
                     r["train_img_per_s"],
@@ -149,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
     finish(
-        "ddp",
+        "ddp" if args.device == "cpu" else f"ddp_{args.device}",
         {
             "machine": machine(),
             "images": args.images,
