@@ -6,15 +6,23 @@ The decoded images are N x 3 x S x S bytes (48 KiB per image at 128 px). Up to a
 (``train.cache_budget_mib``) they are held in memory; above it they go to an unnamed temporary
 file (``DiskImages``) that batches are read from, so the process's memory stays flat however
 large the data set is. Both give the same bytes, hence the same training run.
+
+Under torchrun the processes of one machine hold one copy between them, not one each: a file
+that each of them maps (in memory: on the /dev/shm tmpfs where it has room) or reads batches
+from (over the budget), each process decoding its share of the images into it. Machines do not
+exchange images; each decodes the whole split with its own processes.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
+import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -40,11 +48,21 @@ class DiskImages:
     device = torch.device("cpu")
     dtype = torch.uint8
 
-    def __init__(self, count: int, image_size: int, directory: str | Path | None = None):
+    def __init__(
+        self,
+        count: int,
+        image_size: int,
+        directory: str | Path | None = None,
+        file: BinaryIO | None = None,
+    ):
+        """A new unnamed file in ``directory`` (None: the temporary folder), or ``file``, an
+        open file of the right size that other processes share."""
         self.shape = torch.Size((count, 3, image_size, image_size))
         self._record = 3 * image_size * image_size
-        self._file = tempfile.TemporaryFile(dir=directory)
-        self._file.truncate(count * self._record)
+        if file is None:
+            file = tempfile.TemporaryFile(dir=directory)
+            file.truncate(count * self._record)
+        self._file = file
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -98,31 +116,51 @@ def decode_threads() -> int:
     return max(1, min(8, available_cores() // per_machine))
 
 
-def _share_rows(images: torch.Tensor | DiskImages, shares: list[np.ndarray]) -> None:
-    """Each rank decoded its share of the rows; broadcast every share to every rank."""
-    import torch.distributed as dist
+DECODE_CHUNK = 256  # images decoded and stored at a time
 
+
+SHARED_MEMORY = Path("/dev/shm")
+
+
+def _machine_shared_images(count: int, image_size: int, on_disk: bool) -> torch.Tensor | DiskImages:
+    """One cache file for all training processes of this machine: the first creates it (in
+    /dev/shm when the images are to be in memory and it has room, else in the temporary
+    folder), all open it, then its name is removed, so the system frees it when the last of
+    them ends, kill -9 included. In memory, every process maps the same pages; on disk, each
+    reads its batches from the one file."""
     ranks = distributed.current_ranks()
-    device = torch.device("cpu")
-    if dist.get_backend() == "nccl":  # NCCL moves GPU tensors only
-        device = torch.device("cuda", torch.cuda.current_device())
-    for source, rows in enumerate(shares):
-        if not len(rows):
-            continue
-        first, end = int(rows[0]), int(rows[-1]) + 1
-        for start in range(first, end, DECODE_CHUNK):
-            stop = min(start + DECODE_CHUNK, end)
-            if ranks.rank == source:
-                block = images[start:stop].to(device)
-            else:
-                shape = (stop - start, *images.shape[1:])
-                block = torch.empty(shape, dtype=torch.uint8, device=device)
-            dist.broadcast(block, src=source)
-            if ranks.rank != source:
-                _store(images, start, block.cpu().numpy())
-
-
-DECODE_CHUNK = 256  # images decoded, stored or exchanged at a time
+    nbytes = cache_bytes(count, image_size)
+    created = None
+    if ranks.local_rank == 0:
+        directory = Path(tempfile.gettempdir())
+        if not on_disk and SHARED_MEMORY.is_dir():
+            if shutil.disk_usage(SHARED_MEMORY).free > 1.1 * nbytes:
+                directory = SHARED_MEMORY
+        handle, name = tempfile.mkstemp(prefix="hand-landmarks-cache-", dir=directory)
+        try:
+            # Reserve the space now: a full tmpfs or disk is this error, not a crash mid-run.
+            os.posix_fallocate(handle, 0, max(nbytes, 1))
+        except OSError as error:
+            os.close(handle)
+            os.unlink(name)
+            raise OSError(
+                f"no room for the decoded-image cache ({nbytes / 2**20:.0f} MiB) in {directory}: "
+                f"{error.strerror}; free space there, point TMPDIR elsewhere, or lower "
+                "train.cache_budget_mib (over it the cache goes to TMPDIR)"
+            ) from error
+        os.close(handle)
+        created = (ranks.machine, name)
+    name = dict(pair for pair in distributed.gather_objects(created) if pair)[ranks.machine]
+    file = open(name, "r+b")  # kept open by DiskImages, or mapped below
+    distributed.barrier()  # all have it open: the name can go
+    if ranks.local_rank == 0:
+        os.unlink(name)
+    if on_disk:
+        return DiskImages(count, image_size, file=file)
+    with file:
+        mapped = mmap.mmap(file.fileno(), max(nbytes, 1))  # shared: every process, one copy
+    array = np.frombuffer(mapped, dtype=np.uint8, count=nbytes)  # keeps the mapping alive
+    return torch.from_numpy(array).view(count, 3, image_size, image_size)
 
 
 @dataclass
@@ -169,8 +207,13 @@ def load_split(
     codec = LandmarkCodec(layout=layout)
     count = len(table)
     on_disk = budget_bytes is not None and cache_bytes(count, image_size) > budget_bytes
-    if on_disk:
-        images: torch.Tensor | DiskImages = DiskImages(count, image_size)
+    # The processes of this machine (torchrun) share one copy and each decodes its share into it.
+    machine = distributed.current_ranks().on_this_machine
+    images: torch.Tensor | DiskImages
+    if machine.distributed:
+        images = _machine_shared_images(count, image_size, on_disk)
+    elif on_disk:
+        images = DiskImages(count, image_size)
     else:
         images = torch.empty((count, 3, image_size, image_size), dtype=torch.uint8)
     paths = [Path(data_root) / relative for relative in table["path"]]
@@ -178,17 +221,12 @@ def load_split(
     def decode(position: int) -> np.ndarray:
         return codec.input_image(read_image(paths[position]), image_size).transpose(2, 0, 1)
 
-    # Under torchrun each process decodes its share and the shares are exchanged, so the
-    # decoding is not repeated in every process.
-    ranks = distributed.current_ranks()
-    shares = distributed.contiguous_shares(count, ranks)
-    mine = shares[ranks.rank]
+    mine = distributed.contiguous_shares(count, machine)[machine.rank]
     with ThreadPoolExecutor(decode_threads()) as pool:
         for start in range(0, len(mine), DECODE_CHUNK):
             chunk = mine[start : start + DECODE_CHUNK]
             _store(images, int(chunk[0]), np.stack(list(pool.map(decode, chunk))))
-    if ranks.distributed:
-        _share_rows(images, shares)
+    distributed.barrier()  # every share is in before anyone trains on the whole
     landmarks = table[LANDMARK_COLUMNS].to_numpy(np.float64).reshape(count, NUM_JOINTS, 3)
     return SplitData(
         images=images,

@@ -8,6 +8,7 @@ plain single process needs none of this: every function here is a no-op for it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -29,6 +30,8 @@ class Ranks:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # the processes on this machine
+    machine: int = 0  # this machine's number among the machines (torchrun's GROUP_RANK)
 
     @property
     def is_main(self) -> bool:
@@ -39,23 +42,35 @@ class Ranks:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def on_this_machine(self) -> Ranks:
+        """This process's place among the processes of its machine only."""
+        return Ranks(self.local_rank, self.local_world_size, self.local_rank, self.local_world_size)
+
 
 def launched_by_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
 
 
 def ranks_from_environment() -> Ranks:
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
     return Ranks(
         rank=int(os.environ.get("RANK", 0)),
-        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        world_size=world_size,
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        # Without torchrun's word, assume no other process shares this machine (nothing shared).
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
+        machine=int(os.environ.get("GROUP_RANK", 0)),
     )
 
 
 def current_ranks() -> Ranks:
     """The ranks of the initialised process group, or a single process when there is none."""
     if dist.is_available() and dist.is_initialized():
-        return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        described = ranks_from_environment()  # where torchrun put us: machine, local rank
+        return dataclasses.replace(
+            described, rank=dist.get_rank(), world_size=dist.get_world_size()
+        )
     return Ranks()
 
 
@@ -146,6 +161,15 @@ def gather_rows(part: np.ndarray) -> np.ndarray:
     parts: list = [None] * dist.get_world_size()
     dist.all_gather_object(parts, part)
     return np.concatenate(parts)
+
+
+def gather_objects(value: object) -> list:
+    """Every rank's ``value`` (picklable) in rank order, on every rank."""
+    if not current_ranks().distributed:
+        return [value]
+    values: list = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:

@@ -264,8 +264,9 @@ class TrainParams:
     seed: int = 0
     threads: int = 0  # CPU threads for torch; 0: torch's default
     compile: bool = False  # torch.compile the model (worth it on a GPU for long runs)
-    # Decoded images (N x 3 x S x S bytes) held in memory up to this, per process; above it
-    # they are read per batch from a temporary file. Same results either way.
+    # Decoded images (N x 3 x S x S bytes) held in memory up to this, per machine (its DDP
+    # processes share one copy); above it they are read per batch from a temporary file.
+    # Same results either way.
     cache_budget_mib: int = 4096
     # DistributedDataParallel processes on this machine (torchrun --nproc-per-node); 1: none.
     # train.batch_size stays the global batch, shared out between them.

@@ -4,6 +4,7 @@ the guard against batches too small to share out."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import torch
 import yaml
 
 from pipeline.data import load_split
+from pipeline.distributed import launch_command
 from pipeline.labeling import LANDMARK_COLUMNS
 from pipeline.params import ParamsError, params_from_dict
 from pipeline.training import (
@@ -198,3 +200,39 @@ def test_killed_two_process_run_resumes_to_the_same_result(runs, tmp_path):
 def test_batch_too_small_to_share_out_is_a_clear_error():
     with pytest.raises(ParamsError, match="train.batch_size.*at least 8.*processes=4"):
         params_from_dict({"train": {"processes": 4, "batch_size": 6}})
+
+
+@pytest.mark.parametrize("budget_bytes", [2**30, 0], ids=["in-memory", "over-budget"])
+def test_processes_of_one_machine_share_one_decoded_cache(tmp_path, budget_bytes):
+    root = tmp_path / "shared"
+    root.mkdir()
+    write_data_set(root)
+    labels = root / "data" / "split" / "labels.parquet"
+    alone = load_split(pd.read_parquet(labels), root / "data", 64)
+    expected = hashlib.sha256(alone.images.numpy().tobytes()).hexdigest()
+    out, scratch = tmp_path / "reports", tmp_path / "tmp"
+    out.mkdir()
+    scratch.mkdir()
+    command = [
+        *launch_command(2, "tests.ddp_cache_probe", [str(root / "data"), str(labels), str(out)]),
+        str(budget_bytes),
+    ]
+    result = subprocess.run(
+        command,
+        env={**environment(), "TMPDIR": str(scratch), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    reports = [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    # each process decoded half of the images into the one file both read
+    assert [r["sha256"] for r in reports] == [expected, expected]
+    assert [r["on_disk"] for r in reports] == [budget_bytes == 0] * 2
+    assert reports[0]["inode"] != 0 and reports[0]["inode"] == reports[1]["inode"]
+    # and its name was gone while they ran, so nothing is left behind (torchrun's own folder is)
+    assert not list(scratch.rglob("hand-landmarks-cache-*"))
+    for folder in (Path("/dev/shm"), scratch):
+        if folder.is_dir():
+            inodes = {p.stat().st_ino for p in folder.glob("hand-landmarks-cache-*")}
+            assert reports[0]["inode"] not in inodes
