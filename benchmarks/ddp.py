@@ -109,7 +109,21 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also run 1 process under torchrun (on a GPU: NCCL with a group of one)",
     )
+    parser.add_argument("--name", help="results file name (default: ddp, or ddp_<device>)")
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="another train param for every run (YAML value), e.g. compile=true",
+    )
     args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, separator, value = item.partition("=")
+        if not separator:
+            parser.error(f"--set {item!r}: expected KEY=VALUE, e.g. compile=true")
+        overrides[key] = yaml.safe_load(value)
 
     rows = []
     runs = [(n, 0, False) for n in args.processes]
@@ -129,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                 "processes": processes,
                 "threads": threads,
                 "seed": seed,
+                **overrides,
             }
             name = f"run{processes}-seed{seed}" + ("-torchrun" if torchrun else "")
             rows.append(run_stage(Path(tmp) / name, table, root, train, torchrun))
@@ -170,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
     finish(
-        "ddp" if args.device == "cpu" else f"ddp_{args.device}",
+        args.name or ("ddp" if args.device == "cpu" else f"ddp_{args.device}"),
         {
             "machine": machine(),
             "images": args.images,
@@ -178,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
             "epochs": args.epochs,
             "global_batch": args.batch_size,
             "device": args.device,
+            "train_overrides": overrides,
             "rows": rows,
         },
     )

@@ -263,7 +263,7 @@ class TrainParams:
     device: str = "auto"  # auto | cuda | mps | cpu
     seed: int = 0
     threads: int = 0  # CPU threads for torch; 0: torch's default
-    compile: bool = False  # torch.compile the model (worth it on a GPU for long runs)
+    compile: bool = False  # torch.compile the training step (measured slower on an H200: README)
     # Decoded images (N x 3 x S x S bytes) held in memory up to this, per machine (its DDP
     # processes share one copy); above it they are read per batch from a temporary file.
     # Same results either way.
