@@ -15,6 +15,7 @@ exchange images; each decodes the whole split with its own processes.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import shutil
@@ -122,6 +123,20 @@ DECODE_CHUNK = 256  # images decoded and stored at a time
 SHARED_MEMORY = Path("/dev/shm")
 
 
+def _reserve(handle: int, nbytes: int) -> None:
+    """Give the file its size with the space reserved now, so a full tmpfs or disk is an error
+    here rather than a crash (SIGBUS) when a mapped page is first written."""
+    os.ftruncate(handle, nbytes)
+    if not hasattr(os, "posix_fallocate") or nbytes == 0:  # macOS: size only
+        return
+    try:
+        os.posix_fallocate(handle, 0, nbytes)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        # a file system that cannot reserve (EOPNOTSUPP, EINVAL): the size alone will do
+
+
 def _machine_shared_images(count: int, image_size: int, on_disk: bool) -> torch.Tensor | DiskImages:
     """One cache file for all training processes of this machine: the first creates it (in
     /dev/shm when the images are to be in memory and it has room, else in the temporary
@@ -138,8 +153,7 @@ def _machine_shared_images(count: int, image_size: int, on_disk: bool) -> torch.
                 directory = SHARED_MEMORY
         handle, name = tempfile.mkstemp(prefix="hand-landmarks-cache-", dir=directory)
         try:
-            # Reserve the space now: a full tmpfs or disk is this error, not a crash mid-run.
-            os.posix_fallocate(handle, 0, max(nbytes, 1))
+            _reserve(handle, nbytes)
         except OSError as error:
             os.close(handle)
             os.unlink(name)
@@ -158,8 +172,8 @@ def _machine_shared_images(count: int, image_size: int, on_disk: bool) -> torch.
     if on_disk:
         return DiskImages(count, image_size, file=file)
     with file:
-        mapped = mmap.mmap(file.fileno(), max(nbytes, 1))  # shared: every process, one copy
-    array = np.frombuffer(mapped, dtype=np.uint8, count=nbytes)  # keeps the mapping alive
+        mapped = mmap.mmap(file.fileno(), nbytes)  # shared: every process, one copy
+    array = np.frombuffer(mapped, dtype=np.uint8)  # keeps the mapping alive
     return torch.from_numpy(array).view(count, 3, image_size, image_size)
 
 
@@ -210,7 +224,7 @@ def load_split(
     # The processes of this machine (torchrun) share one copy and each decodes its share into it.
     machine = distributed.current_ranks().on_this_machine
     images: torch.Tensor | DiskImages
-    if machine.distributed:
+    if machine.distributed and count:
         images = _machine_shared_images(count, image_size, on_disk)
     elif on_disk:
         images = DiskImages(count, image_size)
