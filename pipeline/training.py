@@ -73,17 +73,34 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def code_digest() -> str:
+    """The source of this package (every .py file under pipeline/): what computes the numbers.
+
+    A checkpoint written by other code must not be resumed. `dvc repro` re-runs the train stage
+    when its code changes, but keeps models/student (persist: true, for resuming after a kill):
+    without this, a finished last.pt from the old code would be "resumed" at its last epoch and
+    recorded as the new code's result.
+    """
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
 def fingerprint(
     params: TrainParams, data_digest: str, init_digest: str = "", world_size: int = 1
 ) -> str:
-    """What a checkpoint must match to be resumed: every train param, the training data and the
-    initial weights (when they come from the pretrain stage)."""
+    """What a checkpoint must match to be resumed: every train param, the training data, the
+    initial weights (when they come from the pretrain stage) and the code."""
     # Keys that change how a run executes but not its numbers do not block a resume.
     content = {
         "train": {
             k: v for k, v in dataclasses.asdict(params).items() if k not in EXECUTION_ONLY_KEYS
         },
         "data": data_digest,
+        "code": code_digest(),
     }
     if init_digest:
         content["init"] = init_digest
@@ -420,7 +437,7 @@ def fit(
                 if on_epoch_end:
                     on_epoch_end(row)
         else:
-            log(f"{last_path} is from other params or data; training from scratch")
+            log(f"{last_path} is from other params, data or code; training from scratch")
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         if average is not None:

@@ -117,3 +117,12 @@ def test_killed_training_resumes_to_the_uninterrupted_result(repo):
     assert without_timing(resumed_metrics) == without_timing(straight_metrics)
     steps = pd.read_csv(repo / "dvclive/plots/metrics/val/mpjpe_px.tsv", sep="\t")
     assert list(steps["step"]) == [1, 2, 3, 4]
+
+    # models/student persists for resuming, but a finished last.pt from other code must not be
+    # "resumed" at its last epoch and recorded as the new code's result
+    losses = repo / "pipeline" / "losses.py"
+    losses.write_text(losses.read_text() + "\n# a code change\n")
+    assert "train" in run(["dvc", "status", "train"], repo)
+    retrained = run(["dvc", "repro", "train"], repo)
+    assert "is from other params, data or code; training from scratch" in retrained
+    assert "resuming" not in retrained
