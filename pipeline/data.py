@@ -121,6 +121,23 @@ DECODE_CHUNK = 256  # images decoded and stored at a time
 
 
 SHARED_MEMORY = Path("/dev/shm")
+CACHE_PREFIX = "hand-landmarks-cache-"  # then the creating process's id
+
+
+def _remove_orphans(directory: Path) -> None:
+    """Cache files whose creator is gone: a run killed in the instant between creating the file
+    and removing its name (while the other processes open it) would otherwise leave it, and in
+    /dev/shm it holds memory until the machine restarts."""
+    for path in directory.glob(f"{CACHE_PREFIX}*"):
+        creator = path.name[len(CACHE_PREFIX) :].split("-")[0]
+        if not creator.isdigit():
+            continue
+        try:
+            os.kill(int(creator), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def _reserve(handle: int, nbytes: int) -> None:
@@ -151,7 +168,8 @@ def _machine_shared_images(count: int, image_size: int, on_disk: bool) -> torch.
         if not on_disk and SHARED_MEMORY.is_dir():
             if shutil.disk_usage(SHARED_MEMORY).free > 1.1 * nbytes:
                 directory = SHARED_MEMORY
-        handle, name = tempfile.mkstemp(prefix="hand-landmarks-cache-", dir=directory)
+        _remove_orphans(directory)
+        handle, name = tempfile.mkstemp(prefix=f"{CACHE_PREFIX}{os.getpid()}-", dir=directory)
         try:
             _reserve(handle, nbytes)
         except OSError as error:

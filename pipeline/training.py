@@ -397,8 +397,8 @@ def fit(
     )
     if len(set(distributed.gather_rows(np.array([run_fingerprint])))) > 1:
         raise TrainingError(
-            "the training processes decoded different data or params (their fingerprints "
-            "differ); does every process see the same data.root?"
+            "the training processes have different data, params or code (their fingerprints "
+            "differ); does every process see the same data.root and the same checkout?"
         )
     checkpoint_dir = Path(checkpoint_dir)
     last_path, best_path = checkpoint_dir / LAST, checkpoint_dir / BEST

@@ -16,9 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import distributed
-from pipeline.data import DiskImages, image_chunks, load_split
-
-PREFIX = "hand-landmarks-cache-"
+from pipeline.data import CACHE_PREFIX, DiskImages, image_chunks, load_split
 
 
 def backing_inode(images) -> int:
@@ -27,7 +25,7 @@ def backing_inode(images) -> int:
         return os.fstat(images._file.fileno()).st_ino
     for line in Path("/proc/self/maps").read_text().splitlines():
         fields = line.split(maxsplit=5)
-        if len(fields) == 6 and PREFIX in fields[5]:
+        if len(fields) == 6 and CACHE_PREFIX in fields[5]:
             return int(fields[4])
     return 0  # not backed by a shared file
 

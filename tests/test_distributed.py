@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.data import load_split
+from pipeline.data import CACHE_PREFIX, load_split
 from pipeline.distributed import launch_command
 from pipeline.labeling import LANDMARK_COLUMNS
 from pipeline.params import ParamsError, params_from_dict
@@ -213,6 +213,13 @@ def test_processes_of_one_machine_share_one_decoded_cache(tmp_path, budget_bytes
     out, scratch = tmp_path / "reports", tmp_path / "tmp"
     out.mkdir()
     scratch.mkdir()
+    # a cache file left by a killed run (its creator is gone) and one of a live process
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    orphan = scratch / f"{CACHE_PREFIX}{finished.pid}-orphan"
+    orphan.write_bytes(b"left behind")
+    live = scratch / f"{CACHE_PREFIX}{os.getpid()}-in-use"
+    live.write_bytes(b"in use")
     command = [
         *launch_command(2, "tests.ddp_cache_probe", [str(root / "data"), str(labels), str(out)]),
         str(budget_bytes),
@@ -231,8 +238,12 @@ def test_processes_of_one_machine_share_one_decoded_cache(tmp_path, budget_bytes
     assert [r["on_disk"] for r in reports] == [budget_bytes == 0] * 2
     assert reports[0]["inode"] != 0 and reports[0]["inode"] == reports[1]["inode"]
     # and its name was gone while they ran, so nothing is left behind (torchrun's own folder is)
-    assert not list(scratch.rglob("hand-landmarks-cache-*"))
     for folder in (Path("/dev/shm"), scratch):
         if folder.is_dir():
-            inodes = {p.stat().st_ino for p in folder.glob("hand-landmarks-cache-*")}
+            inodes = {p.stat().st_ino for p in folder.glob(f"{CACHE_PREFIX}*")}
             assert reports[0]["inode"] not in inodes
+    # where the cache went (TMPDIR over budget, or without /dev/shm), the orphan was removed and
+    # the live one kept
+    in_scratch = budget_bytes == 0 or not Path("/dev/shm").is_dir()
+    assert live.exists() and orphan.exists() != in_scratch
+    assert set(scratch.rglob(f"{CACHE_PREFIX}*")) <= {live, orphan}
