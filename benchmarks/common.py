@@ -167,3 +167,20 @@ def read_all(listing) -> list[np.ndarray]:
     from pipeline.images import read_image
 
     return [read_image(listing.root / record.path) for record in listing.records]
+
+
+def tree_memory(root, kind: str = "rss") -> int:
+    """Summed memory of ``root`` (a psutil.Process) and all its descendants, in bytes: ``rss``
+    (resident; shared pages count in every process) or ``pss`` (proportional: a page mapped by
+    k processes counts 1/k in each, so the sum counts it once). Processes that end meanwhile
+    count 0."""
+    import psutil
+
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            info = process.memory_full_info() if kind == "pss" else process.memory_info()
+            total += getattr(info, kind)
+        except psutil.Error:
+            pass
+    return total

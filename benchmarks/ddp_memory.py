@@ -30,18 +30,9 @@ from benchmarks.common import (  # noqa: E402
     machine,
     markdown_table,
     temporary_folder,
+    tree_memory,
     write_images,
 )
-
-
-def summed_pss(root: psutil.Process) -> int:
-    total = 0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            total += process.memory_full_info().pss
-        except psutil.Error:
-            pass
-    return total
 
 
 def measure(processes: int, table_path: Path, data_root: Path, image_size: int) -> tuple[int, int]:
@@ -68,7 +59,7 @@ def measure(processes: int, table_path: Path, data_root: Path, image_size: int) 
     peak = steady = 0
     root = psutil.Process(launcher.pid)
     while launcher.poll() is None:
-        total = summed_pss(root)
+        total = tree_memory(root, "pss")
         peak = max(peak, total)
         if decoded.exists():
             steady = max(steady, total)

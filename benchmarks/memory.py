@@ -35,6 +35,7 @@ from benchmarks.common import (  # noqa: E402
     machine,
     markdown_table,
     temporary_folder,
+    tree_memory,
     write_images,
 )
 
@@ -51,13 +52,7 @@ class PeakMemory:
 
     @staticmethod
     def _total() -> int:
-        me, total = psutil.Process(), 0
-        for process in [me, *me.children(recursive=True)]:
-            try:
-                total += process.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
+        return tree_memory(psutil.Process(), "rss")
 
     def _sample(self) -> None:
         while not self._stop.is_set():
