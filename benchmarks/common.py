@@ -103,6 +103,13 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self.started
 
 
+def repo_environment(**extra: str) -> dict[str, str]:
+    """This process's environment for a subprocess that imports the project (``python -m
+    stages.train``, torchrun workers): the repo first on PYTHONPATH, the caller's after it."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def temporary_folder(prefix: str) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f"lhl-bench-{prefix}-")
 

@@ -20,7 +20,6 @@ distributed code path against the plain one.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from benchmarks.common import (  # noqa: E402
     finish,
     machine,
     markdown_table,
+    repo_environment,
     temporary_folder,
     truth_table,
     write_images,
@@ -64,11 +64,7 @@ def run_stage(
     (folder / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     (folder / "data" / "split").mkdir(parents=True)
     table.to_parquet(folder / "data" / "split" / "labels.parquet")
-    # The repo first, any packages the caller put on PYTHONPATH after it.
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
+    env = repo_environment()
     command = [sys.executable, "-m", "stages.train"]
     if torchrun:  # the stage launches itself this way when train.processes > 1
         command[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1"]

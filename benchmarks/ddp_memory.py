@@ -16,45 +16,43 @@ not matter here; they are quick to write).
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
-    REPO,
     finish,
     machine,
     markdown_table,
+    repo_environment,
     temporary_folder,
     tree_memory,
     write_images,
 )
+from pipeline import distributed  # noqa: E402
+from pipeline.data import cache_bytes, load_split  # noqa: E402
+from pipeline.labeling import LANDMARK_COLUMNS  # noqa: E402
 
 
 def measure(processes: int, table_path: Path, data_root: Path, image_size: int) -> tuple[int, int]:
     """Summed PSS (bytes) of a torchrun group that decodes the split and waits: the peak
     (decoding included) and the largest once every process holds the decoded split."""
-    import os
-    import subprocess
-
-    from pipeline.distributed import launch_command
-
     decoded = table_path.with_suffix(".decoded")
     arguments = ["--worker", str(table_path), str(data_root), str(image_size), str(decoded)]
-    command = launch_command(processes, "benchmarks.ddp_memory", arguments)
+    command = distributed.launch_command(processes, "benchmarks.ddp_memory", arguments)
     # glibc gives freed decode buffers back at once, so the steady state is the live data only
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "OMP_NUM_THREADS": "1",
-        "MALLOC_ARENA_MAX": "1",
-        "MALLOC_TRIM_THRESHOLD_": "0",
-        "MALLOC_MMAP_THRESHOLD_": "65536",
-    }
+    env = repo_environment(
+        OMP_NUM_THREADS="1",
+        MALLOC_ARENA_MAX="1",
+        MALLOC_TRIM_THRESHOLD_="0",
+        MALLOC_MMAP_THRESHOLD_="65536",
+    )
     launcher = subprocess.Popen(command, env=env)
     peak = steady = 0
     root = psutil.Process(launcher.pid)
@@ -73,11 +71,6 @@ def measure(processes: int, table_path: Path, data_root: Path, image_size: int) 
 
 
 def worker(table_path: str, data_root: str, image_size: int, decoded: str) -> None:
-    import pandas as pd
-
-    from pipeline import distributed
-    from pipeline.data import load_split
-
     with distributed.process_group("cpu") as ranks:
         split = load_split(pd.read_parquet(table_path), data_root, image_size, budget_bytes=None)
         assert not split.on_disk
@@ -101,10 +94,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
 
-    import pandas as pd
-
-    from pipeline.data import cache_bytes
-
     small, large = args.sizes
     rows = []
     with temporary_folder("ddp-memory") as tmp:
@@ -114,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         for count in (small, large):
             tables[count] = Path(tmp) / f"table{count}.parquet"
             pd.DataFrame({"path": paths[:count], "width": 640, "height": 480}).assign(
-                **{c: 0.0 for c in _landmark_columns()}
+                **{c: 0.0 for c in LANDMARK_COLUMNS}
             ).to_parquet(tables[count])
         size = args.image_size
         cache_growth = cache_bytes(large, size) - cache_bytes(small, size)
@@ -147,12 +136,6 @@ def main(argv: list[str] | None = None) -> None:
         "ddp_memory",
         {"machine": machine(), "image_size": args.image_size, "sizes": args.sizes, "rows": rows},
     )
-
-
-def _landmark_columns() -> list[str]:
-    from pipeline.labeling import LANDMARK_COLUMNS
-
-    return LANDMARK_COLUMNS
 
 
 if __name__ == "__main__":

@@ -110,11 +110,10 @@ def _store(images: torch.Tensor | DiskImages, start: int, block: np.ndarray) -> 
         images[start : start + len(block)] = torch.from_numpy(block)
 
 
-def decode_threads() -> int:
+def decode_threads(processes_on_machine: int = 1) -> int:
     """Threads that decode images (OpenCV releases the GIL): this process's share of the
     machine's cores, at most 8."""
-    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    return max(1, min(8, available_cores() // per_machine))
+    return max(1, min(8, available_cores() // processes_on_machine))
 
 
 DECODE_CHUNK = 256  # images decoded and stored at a time
@@ -254,7 +253,7 @@ def load_split(
         return codec.input_image(read_image(paths[position]), image_size).transpose(2, 0, 1)
 
     mine = distributed.contiguous_shares(count, machine)[machine.rank]
-    with ThreadPoolExecutor(decode_threads()) as pool:
+    with ThreadPoolExecutor(decode_threads(machine.world_size)) as pool:
         for start in range(0, len(mine), DECODE_CHUNK):
             chunk = mine[start : start + DECODE_CHUNK]
             _store(images, int(chunk[0]), np.stack(list(pool.map(decode, chunk))))

@@ -158,9 +158,7 @@ def gather_rows(part: np.ndarray) -> np.ndarray:
     """Concatenate every rank's ``part`` in rank order, on every rank."""
     if not current_ranks().distributed:
         return part
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, part)
-    return np.concatenate(parts)
+    return np.concatenate(gather_objects(part))
 
 
 def gather_objects(value: object) -> list:
