@@ -125,10 +125,11 @@ def write_images(source: str, count: int, folder: Path, seed: int = 0):
 
     folder = Path(folder)
     if source == "synthetic":
-        from pipeline.sources.synthetic import SyntheticSettings, write_synthetic_dataset
+        from pipeline.params import SyntheticParams
+        from pipeline.sources.synthetic import write_synthetic_dataset
 
-        settings = SyntheticSettings(num_images=count, width=WIDTH, height=HEIGHT, seed=seed)
-        write_synthetic_dataset(folder / "synthetic", settings)
+        params = SyntheticParams(num_images=count, width=WIDTH, height=HEIGHT, seed=seed)
+        write_synthetic_dataset(folder / "synthetic", params)
         return list_images("synthetic", folder / "synthetic")
     if source != "digits":
         raise ValueError(f"unknown image source {source!r}; use synthetic or digits")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from pipeline.params import DataParams, load_params
-from pipeline.sources.synthetic import SyntheticSettings, write_synthetic_dataset
+from pipeline.sources.synthetic import write_synthetic_dataset
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,8 +14,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = load_params(args.params).synthetic
-    settings = SyntheticSettings(**dataclasses.asdict(params))
-    summary = write_synthetic_dataset(Path(DataParams.SYNTHETIC_ROOT), settings)
+    summary = write_synthetic_dataset(Path(DataParams.SYNTHETIC_ROOT), params)
     print(f"synthetic data set in {DataParams.SYNTHETIC_ROOT}: {summary}")
 
 

@@ -17,9 +17,10 @@ import pytest
 import yaml
 
 from pipeline.labeling import label_images
+from pipeline.params import SyntheticParams
 from pipeline.ray_labeling import RayLabelingError, label_images_ray, plan_actors
 from pipeline.sources import DataListing, ImageRecord, list_images
-from pipeline.sources.synthetic import SyntheticSettings, write_synthetic_dataset
+from pipeline.sources.synthetic import write_synthetic_dataset
 from pipeline.teacher import TeacherSettings
 
 SETTINGS = TeacherSettings()
@@ -31,7 +32,7 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("ray-workspace")
     data = root / "data" / "synthetic"
     write_synthetic_dataset(
-        data, SyntheticSettings(num_images=8, width=320, height=240, num_subjects=4)
+        data, SyntheticParams(num_images=8, width=320, height=240, num_subjects=4)
     )
     records = list_images("synthetic", data).records
     truncated, empty = data / records[2].path, data / records[5].path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import re
 from pathlib import Path
 
@@ -9,15 +11,28 @@ import numpy as np
 import pytest
 
 from pipeline.keypoints import NUM_JOINTS, column_names, hand_size
+from pipeline.params import SyntheticParams
 from pipeline.sources.synthetic import (
     GESTURE_CLASSES,
-    SyntheticSettings,
     make_subject_styles,
     render_hand,
     write_synthetic_dataset,
 )
 
-TINY = SyntheticSettings(num_images=24, width=320, height=240, seed=3, num_subjects=5)
+TINY = SyntheticParams(num_images=24, width=320, height=240, seed=3, num_subjects=5)
+# 16 images: two chunks of the writer's pool, so with two workers each renders some.
+GOLDEN = SyntheticParams(num_images=16, width=160, height=120, num_subjects=2, seed=0)
+# The truth files of GOLDEN as the renderer wrote them before it became a package. Truth is
+# float64 geometry printed to 6 decimals, the same on every machine; the PNGs are not pinned,
+# since OpenCV's blur kernels may differ between CPUs.
+GOLDEN_TRUTH_SHA256 = {
+    "OUHANDS_test/test/hand_data/true_landmarks.csv": (
+        "dea6f894bbdf87a0126a78823f06c0c1ae8dcdeefce44db3486d7f6413f808d0"
+    ),
+    "OUHANDS_train/train/hand_data/true_landmarks.csv": (
+        "e3a49b309fe1cee66cdde705b84c6bc62b96bd831d4389b349f74f45b1708c4f"
+    ),
+}
 NAME = re.compile(r"^(?P<gesture>[A-Z])-(?P<subject>s\d{2})-(?P<number>\d{4})\.png$")
 TRAIN = Path("OUHANDS_train/train/hand_data")
 TEST = Path("OUHANDS_test/test/hand_data")
@@ -30,6 +45,10 @@ def _files(root: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def _sha256(root: Path) -> dict[str, str]:
+    return {name: hashlib.sha256(data).hexdigest() for name, data in _files(root).items()}
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +65,22 @@ def test_same_settings_give_byte_identical_files(tiny_dataset, tmp_path):
     assert not list(tmp_path.glob(".again.partial*")), "the temporary folder must be gone"
 
 
+def test_writer_is_byte_deterministic_with_and_without_workers(tmp_path):
+    write_synthetic_dataset(tmp_path / "serial", GOLDEN, workers=1)
+    write_synthetic_dataset(tmp_path / "pool", GOLDEN, workers=2)
+    serial, pool = _sha256(tmp_path / "serial"), _sha256(tmp_path / "pool")
+    # A PNG and a box file per image, and the two split lists.
+    assert sum(name.endswith((".png", ".txt")) for name in serial) == 2 * GOLDEN.num_images + 2
+    assert serial == pool
+    assert {name: serial[name] for name in GOLDEN_TRUTH_SHA256} == GOLDEN_TRUTH_SHA256
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        write_synthetic_dataset(tmp_path / "none", GOLDEN, workers=0)
+
+
 def test_another_seed_gives_other_images(tiny_dataset, tmp_path):
     root, _ = tiny_dataset
     other = tmp_path / "other"
-    write_synthetic_dataset(other, SyntheticSettings(**{**TINY.__dict__, "seed": TINY.seed + 1}))
+    write_synthetic_dataset(other, dataclasses.replace(TINY, seed=TINY.seed + 1))
     ours, theirs = _files(root), _files(other)
     shared_pngs = [name for name in ours if name.endswith(".png") and name in theirs]
     assert shared_pngs, "both seeds should name some images alike"

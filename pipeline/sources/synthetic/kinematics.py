@@ -1,0 +1,252 @@
+"""The kinematic hand: its geometry, the gestures' curl patterns and the posed joint centres.
+
+A hand (palm, metacarpal heads, phalanges with flexion per joint) is posed in 3D from a gesture's
+curl pattern, with per-photo jitter on every angle; ``pose_hand`` returns the 21 joint centres
+(the truth landmarks, once projected) and the bones the renderer sweeps its surface along.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.keypoints import FINGERS, NUM_JOINTS, WRIST
+from pipeline.sources.synthetic.subjects import SubjectStyle
+
+GESTURE_CLASSES: tuple[str, ...] = ("A", "B", "C", "D", "E", "F", "H", "I", "J", "K")
+
+
+# ---------------------------------------------------------------------------------------------
+# Hand geometry (centimetres; hand frame: x towards the thumb of a right hand, y from wrist to
+# fingers, z out of the palm). The wrist joint is the origin.
+# ---------------------------------------------------------------------------------------------
+
+# Metacarpal heads (MCP joint centres) and the splay of each finger, degrees towards the thumb.
+MCP_CM: dict[str, tuple[float, float, float]] = {
+    "index": (2.4, 8.2, 0.25),
+    "middle": (0.45, 8.55, 0.0),
+    "ring": (-1.5, 8.2, 0.15),
+    "pinky": (-3.2, 7.4, 0.45),
+}
+SPLAY_DEG: dict[str, float] = {"index": 6.0, "middle": 0.0, "ring": -6.0, "pinky": -13.0}
+# Proximal, middle and distal phalanx (the last to the fingertip landmark).
+PHALANX_CM: dict[str, tuple[float, float, float]] = {
+    "thumb": (4.0, 3.2, 2.8),  # metacarpal (CMC to MCP), proximal, distal
+    "index": (3.9, 2.3, 2.1),
+    "middle": (4.4, 2.7, 2.2),
+    "ring": (4.1, 2.6, 2.2),
+    "pinky": (3.2, 1.9, 1.9),
+}
+# Radii at the base of the finger and at the tip.
+RADIUS_CM: dict[str, tuple[float, float]] = {
+    "thumb": (1.25, 0.85),
+    "index": (0.92, 0.72),
+    "middle": (0.95, 0.74),
+    "ring": (0.88, 0.70),
+    "pinky": (0.78, 0.60),
+}
+THUMB_CMC_CM = (2.2, 2.1, 0.9)
+PALM_HALF_THICKNESS_CM = 1.35
+FOREARM_RADIUS_CM = (2.7, 3.3)  # at the wrist and 20 cm up the arm
+FOREARM_FLATNESS = 0.62  # a forearm is wider than it is thick
+# The palm's outline in the z = 0 plane, counter-clockwise from the ulnar side of the wrist. It
+# reaches below the wrist joint so that the wrist landmark lies on the drawn hand.
+PALM_OUTLINE_CM = np.array(
+    [
+        (-2.7, -1.06), (-3.3, 1.32), (-3.8, 3.96), (-4.05, 6.42), (-3.95, 7.83), (-3.4, 8.54),
+        (-2.4, 8.8), (-1.5, 9.2), (-0.55, 9.28), (0.45, 9.59), (1.45, 9.46), (2.4, 9.28),
+        (3.25, 8.8), (3.5, 7.57), (3.45, 6.16), (3.2, 4.75), (2.9, 3.17), (2.7, 1.32), (2.5, -1.06),
+    ]
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FingerCurl:
+    """Flexion at a finger's three joints and its spread (+ towards the thumb), in degrees."""
+
+    mcp: float
+    pip: float
+    dip: float
+    spread: float = 0.0
+
+
+@dataclass(frozen=True)
+class ThumbPose:
+    """Thumb metacarpal direction (abduction from the index, lift out of the palm) and flexion."""
+
+    abduction: float  # degrees away from the index finger, in the palm plane
+    lift: float  # degrees out of the palm plane, towards the palmar side
+    mcp: float  # flexion at the thumb MCP joint, curling towards the little finger
+    ip: float
+
+
+@dataclass(frozen=True)
+class Gesture:
+    fingers: dict[str, FingerCurl]
+    thumb: ThumbPose
+
+
+_STRAIGHT = FingerCurl(4, 4, 2)
+_FIST = FingerCurl(82, 100, 55)
+_TUCKED = FingerCurl(70, 95, 50)
+
+GESTURES: dict[str, Gesture] = {
+    # A: fist, thumb resting up along the side of the index finger.
+    "A": Gesture({f: _FIST for f in ("index", "middle", "ring", "pinky")}, ThumbPose(14, 25, 8, 8)),
+    # B: flat hand, fingers together, thumb folded across the palm.
+    "B": Gesture(
+        {
+            "index": FingerCurl(3, 3, 2, -3),
+            "middle": FingerCurl(3, 3, 2, 0),
+            "ring": FingerCurl(3, 3, 2, 3),
+            "pinky": FingerCurl(4, 4, 2, 5),
+        },
+        ThumbPose(22, 48, 42, 30),
+    ),
+    # C: every finger half curled, the thumb opposite them.
+    "C": Gesture(
+        {f: FingerCurl(30, 45, 25) for f in ("index", "middle", "ring", "pinky")},
+        ThumbPose(42, 45, 12, 15),
+    ),
+    # D: index finger up, the others curled onto the thumb.
+    "D": Gesture(
+        {"index": _STRAIGHT, "middle": _TUCKED, "ring": _TUCKED, "pinky": _TUCKED},
+        ThumbPose(26, 52, 40, 28),
+    ),
+    # E: fingers bent at the middle joints, tips resting on the folded thumb.
+    "E": Gesture(
+        {f: FingerCurl(28, 98, 70) for f in ("index", "middle", "ring", "pinky")},
+        ThumbPose(18, 50, 50, 38),
+    ),
+    # F: thumb and index finger make a ring ("OK"), the other three spread up.
+    "F": Gesture(
+        {
+            "index": FingerCurl(48, 62, 38, 2),
+            "middle": FingerCurl(4, 4, 2, 0),
+            "ring": FingerCurl(4, 4, 2, -6),
+            "pinky": FingerCurl(5, 4, 2, -10),
+        },
+        ThumbPose(30, 52, 22, 22),
+    ),
+    # H: index and middle finger together, the others curled, thumb over them.
+    "H": Gesture(
+        {"index": FingerCurl(4, 4, 2, -2), "middle": _STRAIGHT, "ring": _FIST, "pinky": _FIST},
+        ThumbPose(22, 50, 45, 30),
+    ),
+    # I: little finger up, the rest a fist with the thumb across it.
+    "I": Gesture(
+        {"index": _FIST, "middle": _FIST, "ring": _FIST, "pinky": FingerCurl(4, 4, 2, -4)},
+        ThumbPose(22, 50, 45, 30),
+    ),
+    # J: thumb and little finger out ("call me"), the rest curled.
+    "J": Gesture(
+        {"index": _FIST, "middle": _FIST, "ring": _FIST, "pinky": FingerCurl(4, 4, 2, -12)},
+        ThumbPose(58, 18, 4, 6),
+    ),
+    # K: index and middle finger spread in a V, thumb up between them.
+    "K": Gesture(
+        {
+            "index": FingerCurl(4, 4, 2, 9),
+            "middle": FingerCurl(4, 4, 2, -7),
+            "ring": _FIST,
+            "pinky": _FIST,
+        },
+        ThumbPose(32, 40, 15, 10),
+    ),
+}
+
+
+def rotation_about(axis: np.ndarray, degrees: float) -> np.ndarray:
+    """Rodrigues: rotation by ``degrees`` about the unit vector ``axis`` (right-hand rule)."""
+    axis = axis / np.linalg.norm(axis)
+    angle = np.radians(degrees)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+
+
+def euler_rotation(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """Camera-from-hand rotation: yaw about y, then pitch about x, then roll in the image plane."""
+    x, y, z = np.eye(3)
+    return rotation_about(z, roll) @ rotation_about(x, pitch) @ rotation_about(y, yaw)
+
+
+@dataclass
+class _Bone:
+    """One segment of a finger in hand coordinates, with the frame that shading needs."""
+
+    start: np.ndarray  # (3,) cm
+    end: np.ndarray
+    dorsal: np.ndarray  # unit vector from the bone to the back of the finger
+    radius: tuple[float, float]  # at start and end
+    finger: str
+    segment: int  # 0 proximal (metacarpal for the thumb), 1 middle, 2 distal
+
+
+def _finger_chain(
+    base: np.ndarray,
+    direction: np.ndarray,
+    bend_towards: np.ndarray,
+    lengths: tuple[float, float, float],
+    flexions: tuple[float, float, float],
+    radii: tuple[float, float],
+    finger: str,
+) -> tuple[list[np.ndarray], list[_Bone]]:
+    """Joint centres from ``base`` out; each flexion turns the rest towards ``bend_towards``."""
+    bend_towards = bend_towards - direction * (bend_towards @ direction)
+    bend_towards /= np.linalg.norm(bend_towards)
+    axis = np.cross(direction, bend_towards)
+    joints, bones = [base], []
+    total = sum(lengths)
+    along = 0.0
+    angle = 0.0
+    for segment, (length, flexion) in enumerate(zip(lengths, flexions)):
+        angle += flexion
+        turn = rotation_about(axis, angle)
+        start = joints[-1]
+        end = start + turn @ direction * length
+        r0 = radii[0] + (radii[1] - radii[0]) * along / total
+        along += length
+        r1 = radii[0] + (radii[1] - radii[0]) * along / total
+        bones.append(_Bone(start, end, -(turn @ bend_towards), (r0, r1), finger, segment))
+        joints.append(end)
+    return joints, bones
+
+
+def pose_hand(
+    gesture: Gesture, style: SubjectStyle, rng: np.random.Generator
+) -> tuple[np.ndarray, list[_Bone]]:
+    """The 21 joint centres (hand frame, cm) and the bones, with per-photo jitter on every angle."""
+    joints = np.zeros((NUM_JOINTS, 3))
+    bones: list[_Bone] = []
+    z_axis = np.array([0.0, 0.0, 1.0])
+    for finger, curl in gesture.fingers.items():
+        mcp = np.array(MCP_CM[finger]) * (style.palm_width, 1.0, 1.0)
+        splay = SPLAY_DEG[finger] + curl.spread + rng.normal(0, 2.5)
+        direction = np.array([np.sin(np.radians(splay)), np.cos(np.radians(splay)), 0.0])
+        flexions = tuple(
+            float(np.clip(f + rng.normal(0, 6), -8, 115)) for f in (curl.mcp, curl.pip, curl.dip)
+        )
+        lengths = tuple(length * style.finger_length for length in PHALANX_CM[finger])
+        radii = tuple(r * style.thickness for r in RADIUS_CM[finger])
+        chain, finger_bones = _finger_chain(
+            mcp, direction, z_axis, lengths, flexions, radii, finger
+        )
+        joints[list(FINGERS[finger])] = chain
+        bones += finger_bones
+    thumb = gesture.thumb
+    abduction = thumb.abduction + rng.normal(0, 5)
+    lift = thumb.lift + rng.normal(0, 5)
+    a, b = np.radians(abduction), np.radians(lift)
+    direction = np.array([np.sin(a) * np.cos(b), np.cos(a) * np.cos(b), np.sin(b)])
+    # The thumb's flexion curls it across the palm towards the little finger.
+    bend = np.array([-0.8, -0.15, 0.75])
+    cmc = np.array(THUMB_CMC_CM) * (style.palm_width, 1.0, 1.0)
+    flexions = (0.0, thumb.mcp + rng.normal(0, 6), thumb.ip + rng.normal(0, 6))
+    lengths = tuple(length * style.finger_length for length in PHALANX_CM["thumb"])
+    radii = tuple(r * style.thickness for r in RADIUS_CM["thumb"])
+    chain, thumb_bones = _finger_chain(cmc, direction, bend, lengths, flexions, radii, "thumb")
+    joints[list(FINGERS["thumb"])] = chain
+    bones += thumb_bones
+    joints[WRIST] = 0.0
+    return joints, bones
