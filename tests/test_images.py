@@ -1,11 +1,15 @@
 """read_image: every bad case is a named error; the good odd cases decode to what a person sees."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
 from pipeline.images import ImageReadError, decode_image, read_image
-from tests.conftest import noise_image, write_png
+from tests.conftest import REPO, noise_image, write_png
 
 
 def test_png_round_trip_with_spaces_and_non_ascii_name(tmp_path):
@@ -91,3 +95,68 @@ def test_huge_image_is_refused_with_a_fix(monkeypatch):
     ok, encoded = cv2.imencode(".png", noise_image(3, 20, 20))
     with pytest.raises(ImageReadError, match="downscale"):
         decode_image(encoded.tobytes(), "big.png")
+
+
+def _png_bomb(path, side: int = 20_000) -> int:
+    """A valid grayscale PNG of side x side zeros, streamed through zlib: ~0.4 MB on disk for
+    400 MB of pixels (1.2 GB once decoded to RGB)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + side)  # filter byte + one zero byte per pixel
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+    path.write_bytes(data + chunk(b"IEND", b""))
+    return len(data)
+
+
+BOMB_PROBE = """
+import resource, sys
+from pipeline.images import ImageReadError, read_image
+
+def rss_mib():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+before = rss_mib()
+try:
+    read_image(sys.argv[1])
+    print("decoded")
+except ImageReadError as error:
+    print("refused:", error)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"growth_mib={peak - before:.1f}")
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc (Linux)")
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    """The size guard reads the header: a 20000x20000 PNG is refused without the decoder
+    allocating its pixels (it would take 1.2 GB per worker)."""
+    bomb = tmp_path / "bomb.png"
+    assert _png_bomb(bomb) < 1_000_000
+    probe = subprocess.run(
+        [sys.executable, "-c", BOMB_PROBE, str(bomb)],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    assert "refused:" in probe.stdout and "20000x20000" in probe.stdout, probe.stdout
+    assert "bomb.png" in probe.stdout
+    growth = float(probe.stdout.split("growth_mib=")[1])
+    # reading the 0.4 MB file and its header costs a few MB; decoding it would cost > 1000
+    assert growth < 200, probe.stdout
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg", ".bmp", ".webp", ".tiff"])
+def test_header_size_matches_the_decoded_size(extension):
+    from pipeline.images import header_size
+
+    ok, encoded = cv2.imencode(extension, noise_image(4, 37, 53))
+    assert ok
+    assert header_size(encoded.tobytes()) == (53, 37)
