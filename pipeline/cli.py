@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from pipeline.images import ImageReadError
-from pipeline.io import write_json
+from pipeline.io import OutputPathError, check_output_file, write_json
 from pipeline.machine import available_cores
-from pipeline.predict import InputError, predict_path, write_predictions
+from pipeline.predict import InputError, predict_path, skipped_path, write_predictions
 from pipeline.scoring import score_folder
 from pipeline.sources import DataLayoutError
 from pipeline.teacher import TeacherModelError, TeacherSettings
@@ -26,7 +26,10 @@ from stages.teacher import MODEL as TEACHER_STAGE_MODEL  # used by `score` insid
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 # What the user can fix is reported in one line; anything else is a bug and keeps its traceback.
-ERRORS = (CheckpointError, TeacherModelError, InputError, DataLayoutError, ImageReadError, OSError)
+ERRORS = (
+    CheckpointError, TeacherModelError, InputError, DataLayoutError, ImageReadError,
+    OutputPathError, OSError,
+)  # fmt: skip
 
 
 def _positive(text: str) -> int:
@@ -56,8 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--overlay", type=Path, default=None, metavar="DIR",
-        help="also write each image with the predicted skeleton as PNG here",
+        help="also write each image with the predicted skeleton as PNG here (a folder outside "
+        "the input)",
     )  # fmt: skip
+    predict.add_argument(
+        "--overwrite", action="store_true", help="replace overlay files that exist already"
+    )
     predict.add_argument("--batch-size", type=_positive, default=32)
     predict.add_argument("--device", choices=DEVICES, default="auto")
     predict.add_argument("--no-progress", action="store_true")
@@ -92,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    # Checked before any work: the outputs never replace a folder or land on the inputs.
+    check_output_file(args.output, [args.input])
+    check_output_file(skipped_path(args.output), [args.input])
     result = predict_path(
         args.model,
         args.input,
@@ -99,6 +109,7 @@ def _predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     skipped = write_predictions(result, args.output)
     print(
@@ -116,6 +127,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    check_output_file(args.json_path, [args.folder])
     teacher = args.teacher
     if teacher is None and TEACHER_STAGE_MODEL.is_file():
         teacher = TEACHER_STAGE_MODEL

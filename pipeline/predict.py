@@ -34,7 +34,7 @@ from pipeline.export import INPUT_NAME as ONNX_INPUT
 from pipeline.export import METADATA_KEY as ONNX_METADATA_KEY
 from pipeline.export import OUTPUT_NAME as ONNX_OUTPUT
 from pipeline.images import IMAGE_EXTENSIONS, ImageReadError, is_image_name, read_image
-from pipeline.io import write_table
+from pipeline.io import OutputPathError, check_output_folder, write_table
 from pipeline.keypoints import NUM_JOINTS, column_names
 from pipeline.machine import available_cores
 from pipeline.model import ModelConfig
@@ -238,29 +238,24 @@ class Inputs:
     video: str | None = None  # a video's file name (then ``images`` is empty)
 
 
-def list_image_files(folder: Path, exclude: Sequence[Path] = ()) -> list[str]:
+def list_image_files(folder: Path) -> list[str]:
     """Image files under ``folder``, recursive, sorted; hidden files and folders are left out."""
-    excluded = {Path(p).resolve() for p in exclude}
     found = []
     for directory, subdirs, files in os.walk(folder):
-        subdirs[:] = sorted(
-            d
-            for d in subdirs
-            if not d.startswith(".") and (Path(directory) / d).resolve() not in excluded
-        )
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         for name in files:
             if not name.startswith(".") and is_image_name(name):
                 found.append((Path(directory) / name).relative_to(folder).as_posix())
     return sorted(found)
 
 
-def find_inputs(path: str | os.PathLike, exclude: Sequence[Path] = ()) -> Inputs:
+def find_inputs(path: str | os.PathLike) -> Inputs:
     """What ``path`` is: a folder (its images, recursive), one image, or one video."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"input {path} does not exist")
     if path.is_dir():
-        images = list_image_files(path, exclude)
+        images = list_image_files(path)
         if not images:
             raise InputError(
                 f"{path} holds no image files (searched recursively for "
@@ -374,6 +369,15 @@ def overlay_names(images: Sequence[str]) -> dict[str, str]:
     return {p: (f"{p}.png" if s in clashes else s) for p, s in zip(images, stems)}
 
 
+def _refuse_existing(paths: Sequence[Path]) -> None:
+    if paths:
+        shown = ", ".join(str(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+        raise OutputPathError(
+            f"{len(paths)} overlay file(s) exist already ({shown}); pass --overwrite "
+            "(overwrite=True) to replace them, or choose an empty folder"
+        )
+
+
 def draw_prediction(rgb: np.ndarray, points_px: np.ndarray) -> np.ndarray:
     """The predicted skeleton on a copy of ``rgb``, strokes scaled to the image size."""
     points = np.asarray(points_px, dtype=np.float64)[:, :2]
@@ -398,8 +402,13 @@ def predict_inputs(
     overlay_dir: str | os.PathLike | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Predictions:
-    """Predict every image (or frame) of ``inputs``, batch by batch, never holding them all."""
+    """Predict every image (or frame) of ``inputs``, batch by batch, never holding them all.
+
+    Existing overlay files are an OutputPathError (checked before any prediction) unless
+    ``overwrite``.
+    """
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     keep = overlay_dir is not None
@@ -408,10 +417,16 @@ def predict_inputs(
         chunks = _video_chunks(inputs, model, keep, batch_size)
         total, unit = _video_frame_count(inputs.root / inputs.video), "frame"
         names: dict[str, str] = {}
+        if keep and not overwrite:
+            _refuse_existing(sorted((overlay_root / Path(inputs.video).stem).glob("*.png")))
     else:
         chunks = _image_chunks(inputs, model, keep, batch_size)
         total, unit = len(inputs.images), "img"
         names = overlay_names(inputs.images) if keep else {}
+        if keep and not overwrite:
+            _refuse_existing(
+                [overlay_root / n for n in names.values() if (overlay_root / n).exists()]
+            )
     started = time.perf_counter()
     meta: list[tuple[str, int | None, int, int]] = []
     predicted: list[np.ndarray] = []
@@ -471,18 +486,22 @@ def predict_path(
     batch_size: int = 32,
     device: str = "auto",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Predictions:
     """Landmarks for an image file, a folder of images (recursive) or a video file.
 
     ``model`` is a ``LandmarkModel`` or the path of a checkpoint / ONNX export. With
     ``overlay_dir``, each image is also written there as PNG with the predicted skeleton drawn,
-    at the input's relative path (a video's frames as ``<video stem>/<frame:06d>.png``).
+    at the input's relative path (a video's frames as ``<video stem>/<frame:06d>.png``). The
+    overlay folder must lie outside the input (an OutputPathError otherwise), and existing overlay
+    files are only replaced with ``overwrite``.
     """
     if not isinstance(model, LandmarkModel):
         model = load_model(model, device)
-    exclude = [Path(overlay_dir)] if overlay_dir is not None else []
-    inputs = find_inputs(input_path, exclude=exclude)
-    return predict_inputs(model, inputs, overlay_dir, batch_size, progress)
+    inputs = find_inputs(input_path)
+    if overlay_dir is not None:
+        check_output_folder(overlay_dir, [input_path])
+    return predict_inputs(model, inputs, overlay_dir, batch_size, progress, overwrite)
 
 
 def skipped_path(output: str | os.PathLike) -> Path:

@@ -65,8 +65,7 @@ def test_predict_folder_writes_rows_skips_and_overlays(checkpoint, tmp_path):
     write_photos(folder)
     (folder / "b" / "broken.png").write_bytes(b"not an image at all")
     (folder / "notes.txt").write_text("not an image name: not an input")
-    # overlays inside the input folder must not be read back as inputs on the next run
-    output, overlays = tmp_path / "out" / "predictions.csv", folder / "overlays"
+    output, overlays = tmp_path / "out" / "predictions.csv", tmp_path / "overlays"
     argv = ["predict", str(checkpoint), str(folder), "--output", str(output)]
     assert main([*argv, "--overlay", str(overlays), "--device", "cpu", "--no-progress"]) == 0
 
@@ -92,8 +91,85 @@ def test_predict_folder_writes_rows_skips_and_overlays(checkpoint, tmp_path):
         assert drawn.shape == original.shape == (HEIGHT, WIDTH, 3)
         assert (drawn != original).any(axis=-1).sum() > 20  # a skeleton was drawn
 
-    assert main([*argv, "--overlay", str(overlays), "--no-progress"]) == 0
+    # a second run replaces its own overlays only when asked to
+    assert main([*argv, "--overlay", str(overlays), "--overwrite", "--no-progress"]) == 0
     assert sorted(pd.read_csv(output)["path"]) == sorted(PHOTOS)
+
+
+def _tree_digest(folder) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file()}  # fmt: skip
+
+
+def test_outputs_never_replace_a_folder_or_land_on_the_inputs(
+    checkpoint, tmp_path, capsys, monkeypatch
+):
+    folder = tmp_path / "photos"
+    write_photos(folder)
+    before = _tree_digest(folder)
+    keep = tmp_path / "results"
+    (keep / "inside").mkdir(parents=True)
+    (keep / "inside" / "notes.txt").write_text("the user's own file")
+    model = str(checkpoint)
+    cases = {
+        "is a directory": ["predict", model, str(folder), "--output", str(keep)],
+        "lies inside the input": ["predict", model, str(folder), "-o", str(folder / "p.csv")],
+        "is the input": ["predict", model, str(folder / "a" / "img0.png"), "-o",
+                         str(folder / "a" / "img0.png")],
+        "overlap": ["predict", model, str(folder), "-o", str(tmp_path / "p.csv"), "--overlay",
+                    str(folder)],
+        "overlap ": ["predict", model, str(folder), "-o", str(tmp_path / "p.csv"), "--overlay",
+                     str(folder / "b")],
+        "is a directory ": ["score", model, str(folder), "--json", str(keep)],
+        "lies inside the input ": ["score", model, str(folder), "--json",
+                                   str(folder / "s.json")],
+    }  # fmt: skip
+    for expected, argv in cases.items():
+        assert main([*argv, "--no-progress"]) == 2, expected
+        error = capsys.readouterr().err
+        assert expected.strip() in error, (expected, error)
+    # `--overlay .` next to a single image: the photo itself would be overwritten
+    monkeypatch.chdir(folder / "a")
+    assert (
+        main(["predict", model, "img0.png", "-o", str(tmp_path / "one.csv"), "--overlay", "."]) == 2
+    )
+    assert "overlap" in capsys.readouterr().err
+    assert _tree_digest(folder) == before  # no input was touched
+    assert (keep / "inside" / "notes.txt").read_text() == "the user's own file"
+
+    # existing overlay files are refused before any work, and replaced with --overwrite
+    overlays = tmp_path / "overlays"
+    overlays.mkdir()
+    (overlays / "img4.png").write_bytes(b"the user's picture")
+    argv = ["predict", model, str(folder), "-o", str(tmp_path / "p.csv"), "--overlay",
+            str(overlays), "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    assert "exist already" in capsys.readouterr().err
+    assert (overlays / "img4.png").read_bytes() == b"the user's picture"
+    assert not (tmp_path / "p.csv").exists()
+    assert main([*argv, "--overwrite"]) == 0
+    assert cv2.imread(str(overlays / "img4.png")).shape == (HEIGHT, WIDTH, 3)
+
+
+def test_atomic_outputs_replace_only_their_own_directories(tmp_path):
+    from pipeline.io import OutputPathError, atomic_path, write_json
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    with pytest.raises(OutputPathError, match="did not write"):
+        write_json(foreign, {"a": 1})
+    with pytest.raises(OutputPathError, match="did not write"):
+        with atomic_path(foreign) as partial:
+            partial.mkdir()
+    assert (foreign / "keep.txt").read_text() == "mine"
+    own = tmp_path / "own"
+    for content in ("first", "second"):
+        with atomic_path(own) as partial:
+            partial.mkdir()
+            (partial / "data.txt").write_text(content)
+    assert (own / "data.txt").read_text() == "second"
+    assert not list(tmp_path.glob(".*partial*"))
 
 
 def test_predictions_are_the_evaluate_path_and_match_the_onnx_export(
