@@ -7,6 +7,7 @@ value is an error at start naming the key, never a silent default.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -63,7 +64,8 @@ def _from_mapping(cls: type, section: str, raw: Any) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ParamsError(
-            f"params.yaml: unknown key(s) {', '.join(section + '.' + k for k in unknown)}; "
+            f"params.yaml: unknown key(s) {', '.join(section + '.' + k for k in unknown)}"
+            f"{_nearest(unknown, fields, section + '.')}; "
             f"known keys of '{section}': {', '.join(sorted(fields))}"
         )
     values = {}
@@ -72,6 +74,15 @@ def _from_mapping(cls: type, section: str, raw: Any) -> Any:
         expected = {"bool": bool, "int": int, "float": float, "str": str}[str(types[name])]
         values[name] = _coerce(section, name, value, expected)
     return cls(**values)
+
+
+def _nearest(unknown: list[str], known, prefix: str = "") -> str:
+    """ " (did you mean train.lr?)" for the first unknown name that resembles a known one."""
+    for name in unknown:
+        match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+        if match:
+            return f" (did you mean {prefix}{match[0]}?)"
+    return ""
 
 
 def _fraction(key: str, value: float, low_open: bool = False) -> None:
@@ -420,7 +431,8 @@ def params_from_dict(raw: dict) -> Params:
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ParamsError(
-            f"params.yaml: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}"
+            f"params.yaml: unknown section(s) {', '.join(unknown)}{_nearest(unknown, SECTIONS)}; "
+            f"known: {', '.join(SECTIONS)}"
         )
     return Params(
         **{name: _from_mapping(cls, name, raw.get(name)) for name, cls in SECTIONS.items()}

@@ -79,3 +79,25 @@ def test_experiment_with_other_params_is_listed(repo):
     text = json.dumps(json.loads(shown.stdout))
     assert "one-epoch" in text
     assert "student_vs_teacher" in text and '"epochs": 1' in text
+
+
+def test_unknown_param_key_fails_repro_and_exp_run_though_no_stage_reads_it(repo):
+    """A typo in a key no stage lists (data.subject_patern) used to pass: nothing re-ran."""
+    params = repo / "params.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(original.replace("data:\n", "data:\n  subject_patern: x\n", 1))
+        for command in (["dvc", "repro"], ["dvc", "exp", "run"]):
+            result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+            output = result.stdout + result.stderr
+            assert result.returncode != 0, output
+            assert "unknown key(s) data.subject_patern" in output
+            assert "did you mean data.subject_pattern?" in output
+        params.write_text(original)
+        command = ["dvc", "exp", "run", "-S", "+data.subject_patern=x"]
+        result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+        assert result.returncode != 0
+        assert "did you mean data.subject_pattern?" in result.stdout + result.stderr
+    finally:
+        params.write_text(original)
+    assert "up to date" in run(["dvc", "status"], repo)
