@@ -27,6 +27,10 @@ TRUTH_COLUMNS = column_names("t", "xy")  # synthetic truth, normalised
 BOX_COLUMNS = ["box_x", "box_y", "box_w", "box_h"]  # the source's box, pixels
 
 
+class LabelingError(RuntimeError):
+    """Labeling produced nothing to train on."""
+
+
 @dataclass
 class LabelingResult:
     table: pd.DataFrame
@@ -167,6 +171,27 @@ def _as_table(rows: list[dict]) -> pd.DataFrame:
         np.int32
     )
     return table
+
+
+def require_labelled(result: LabelingResult, root: str | Path) -> None:
+    """Raise LabelingError when not one image was read: a data root of unreadable files must not
+    pass as an empty data set. The message gives the count and the skip reasons."""
+    if len(result.table):
+        return
+    total = len(result.skipped)
+    groups: dict[str, list[str]] = {}
+    for skip in result.skipped:
+        # "not a decodable image (corrupt, ...)" and "dangling symlink: its target ..." group
+        # under the words before the detail
+        groups.setdefault(skip.reason.split(" (")[0].split(":")[0], []).append(skip.path)
+    reasons = "; ".join(
+        f"{len(paths)} x {reason} (e.g. {paths[0]})"
+        for reason, paths in sorted(groups.items(), key=lambda item: -len(item[1]))
+    )
+    raise LabelingError(
+        f"no image could be labelled: 0 of {total} files under {root} were read"
+        + (f"; skipped: {reasons}" if reasons else "")
+    )
 
 
 def labeling_metrics(result: LabelingResult, teacher_sha256: str) -> dict:

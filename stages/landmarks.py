@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.io import write_json, write_table
-from pipeline.labeling import label_images, labeling_metrics, skipped_table
+from pipeline.labeling import label_images, labeling_metrics, require_labelled, skipped_table
 from pipeline.params import load_params
 from pipeline.sources import list_images
 from pipeline.teacher import TeacherSettings, sha256_of
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         result = label_images(
             listing, MODEL, settings, landmarks.worker_count, progress=not args.no_progress
         )
+    require_labelled(result, data.root)  # before any output: nothing readable is an error
     metrics = labeling_metrics(result, sha256_of(MODEL))
     metrics["engine"] = landmarks.engine  # img/s depends on it; the table does not
     # The report and metrics first, the table last: the table is what the next stage consumes.

@@ -38,6 +38,9 @@ MATRIX = {
     "hands/zero.png": "empty file",
     "hands/text.png": "not a decodable image",
     "hands/notes.txt": "not an image file",
+    "hands/linked.jpg": "kept",
+    "hands/dangling.jpg": "dangling symlink",
+    "hands/loop.jpg": "symlink loop",
     "empty/": "empty class folder",
 }
 
@@ -73,6 +76,9 @@ def build_matrix(root: Path, photo_path: Path) -> None:
     (hands / "zero.png").write_bytes(b"")
     (hands / "text.png").write_text("hello, I am not a picture")
     (hands / "notes.txt").write_text("notes")
+    (hands / "linked.jpg").symlink_to(hands / "photo.jpg")
+    (hands / "dangling.jpg").symlink_to(root / "moved away.jpg")
+    (hands / "loop.jpg").symlink_to(hands / "loop.jpg")
 
 
 def write_params(directory: Path, root: Path, **sections) -> None:
@@ -135,6 +141,7 @@ def test_odd_formats_give_the_same_landmarks_as_the_plain_photo(labelled):
         "hands/deep16.png",
         "hands/huge.jpg",
         "hands/a name with spaces ñ.jpg",
+        "hands/linked.jpg",
     ):
         other = table.loc[name, LANDMARK_COLUMNS].to_numpy(float)
         assert np.nanmax(np.abs(other - photo)[0::3]) < 0.03, name  # x within 3 % of the width
@@ -164,4 +171,29 @@ def test_missing_root_and_bad_params_are_errors_before_any_output(tmp_path, monk
     write_params(tmp_path, tmp_path, split={"max_hands": 0})
     with pytest.raises(ParamsError, match="split.max_hands"):
         landmarks.main(["--no-progress"])
+    assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_a_root_where_nothing_decodes_fails_the_landmarks_stage(
+    tmp_path, monkeypatch, teacher_model
+):
+    from pipeline.labeling import LabelingError
+    from stages import landmarks
+
+    root = tmp_path / "photos"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "zero.png").write_bytes(b"")
+    (root / "a" / "text.jpg").write_text("not a picture")
+    (root / "a" / "more.jpg").write_text("not a picture either")
+    (root / "a" / "gone.jpg").symlink_to(root / "elsewhere.jpg")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models/teacher").mkdir(parents=True)
+    shutil.copyfile(teacher_model, tmp_path / "models/teacher/hand_landmarker.task")
+    write_params(tmp_path, root)
+    with pytest.raises(LabelingError) as error:
+        landmarks.main(["--no-progress"])
+    message = str(error.value)
+    assert "0 of 4 files" in message
+    assert "2 x not a decodable image" in message and "1 x empty file" in message
+    assert "1 x dangling symlink (e.g. a/gone.jpg)" in message
     assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,48 @@ class DataListing:
     root: Path
     records: list[ImageRecord]
     skipped: list[SkippedFile]
+
+
+def link_problem(path: Path) -> str | None:
+    """Why a symlink cannot be read (dangling, or a loop); None for anything else."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return f"dangling symlink: its target {os.readlink(path)} does not exist"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symlink loop: the link leads back to itself"
+        return f"symlink cannot be followed: {error.strerror or error}"
+    return None
+
+
+def files_under(folder: Path, root: Path, skipped: list[SkippedFile]) -> list[Path]:
+    """Every file below ``folder`` (sorted, recursive), following
+    symlinks to files but not to folders (a loop of folders would never end). Broken symlinks
+    and symlinked folders are counted skips in ``skipped`` (paths relative to ``root``)."""
+    files = []
+    for directory, subdirs, names in os.walk(folder):
+        here = Path(directory)
+        for name in list(subdirs):
+            if (here / name).is_symlink():
+                subdirs.remove(name)
+                skipped.append(
+                    SkippedFile(
+                        (here / name).relative_to(root).as_posix() + "/",
+                        "symlink to a folder: not followed (link its files instead)",
+                    )
+                )
+        subdirs.sort()
+        for name in sorted(names):
+            path = here / name
+            problem = link_problem(path)
+            if problem is not None:
+                skipped.append(SkippedFile(path.relative_to(root).as_posix(), problem))
+            else:
+                files.append(path)
+    return sorted(files)
 
 
 def list_images(source: str, root: str | Path, **options) -> DataListing:

@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.images import is_image_name
-from pipeline.sources import DataLayoutError, DataListing, ImageRecord, SkippedFile
+from pipeline.sources import (
+    DataLayoutError,
+    DataListing,
+    ImageRecord,
+    SkippedFile,
+    files_under,
+    link_problem,
+)
 
 
 def subject_of(file_name: str, pattern: re.Pattern | None) -> str | None:
@@ -63,10 +70,12 @@ def list_folders(
             "ROOT/<class>/<image files>"
         )
     for path in sorted(p for p in root.iterdir() if not p.is_dir()):
-        skipped.append(SkippedFile(path.name, "outside the class sub-folders"))
+        skipped.append(
+            SkippedFile(path.name, link_problem(path) or "outside the class sub-folders")
+        )
     found: list[tuple[str, str, str]] = []  # (relative path, class, subject)
     for class_dir in class_dirs:
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file())
+        files = files_under(class_dir, root, skipped)
         if not files:
             skipped.append(SkippedFile(class_dir.name + "/", "empty class folder"))
         for path in files:

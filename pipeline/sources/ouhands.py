@@ -19,7 +19,7 @@ import pandas as pd
 
 from pipeline.images import is_image_name
 from pipeline.keypoints import NUM_JOINTS, column_names
-from pipeline.sources import DataLayoutError, DataListing, ImageRecord, SkippedFile
+from pipeline.sources import DataLayoutError, DataListing, ImageRecord, SkippedFile, link_problem
 
 TRAIN_DIR = Path("OUHANDS_train/train/hand_data")
 TEST_DIR = Path("OUHANDS_test/test/hand_data")
@@ -95,7 +95,13 @@ def _records_in(
     if not colour_dir.is_dir():
         raise DataLayoutError(f"{colour_dir} not found under data root {root}; {EXPECTED}")
     truth = _read_truth(root / hand_dir) if require_truth else {}
-    names_on_disk = sorted(p.name for p in colour_dir.iterdir() if p.is_file())
+    names_on_disk = []
+    for path in sorted(colour_dir.iterdir()):
+        problem = link_problem(path)
+        if problem is not None:
+            skipped.append(SkippedFile(path.relative_to(root).as_posix(), problem))
+        elif path.is_file():
+            names_on_disk.append(path.name)
     records = []
     for name in names_on_disk:
         relative = (hand_dir / "colour" / name).as_posix()
