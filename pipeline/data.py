@@ -19,6 +19,7 @@ import errno
 import mmap
 import os
 import shutil
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -134,7 +135,15 @@ def _remove_orphans(directory: Path) -> None:
         try:
             os.kill(int(creator), 0)
         except ProcessLookupError:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except PermissionError:
+                # another user's (a shared machine; /tmp and /dev/shm are sticky): theirs to
+                # remove, and no reason to stop this run
+                print(
+                    f"left a stale training cache file of another user alone: {path}",
+                    file=sys.stderr,
+                )
         except PermissionError:  # alive, another user's
             pass
 

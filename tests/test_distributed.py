@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -247,3 +248,46 @@ def test_processes_of_one_machine_share_one_decoded_cache(tmp_path, budget_bytes
     in_scratch = budget_bytes == 0 or not Path("/dev/shm").is_dir()
     assert live.exists() and orphan.exists() != in_scratch
     assert set(scratch.rglob(f"{CACHE_PREFIX}*")) <= {live, orphan}
+
+
+ORPHAN_PROBE = """
+import sys
+from pathlib import Path
+from pipeline.data import _remove_orphans
+_remove_orphans(Path(sys.argv[1]))
+print("done")
+"""
+
+
+def test_stale_cache_files_of_another_user_are_left_alone(tmp_path):
+    """On a shared machine a dead run's cache file may belong to someone else; /tmp and /dev/shm
+    are sticky, so removing it fails: it is left (and said), the run goes on."""
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    folder = tmp_path / "shared-tmp"
+    folder.mkdir()
+    stale = folder / f"{CACHE_PREFIX}{finished.pid}-another-user"
+    stale.write_bytes(b"not ours")
+    command = [sys.executable, "-c", ORPHAN_PROBE, str(folder)]
+    if os.geteuid() == 0:
+        # root may remove anything: the file and a sticky folder (as /tmp) belong to another
+        # user, and the probe runs without the capabilities that let root ignore that
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv (util-linux) to drop CAP_FOWNER")
+        os.chown(stale, 65534, 65534)
+        os.chown(folder, 65534, 65534)
+        folder.chmod(0o1777)
+        drop = "-fowner,-dac_override"
+        command = ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}", *command]
+    else:
+        folder.chmod(0o555)  # our own folder made read-only: unlinking fails the same way
+    try:
+        result = subprocess.run(
+            command, env=environment(), capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert "done" in result.stdout
+        assert "left a stale training cache file of another user alone" in result.stderr
+        assert stale.exists()
+    finally:
+        folder.chmod(0o755)
