@@ -121,7 +121,7 @@ def write_images(source: str, count: int, folder: Path, seed: int = 0):
     hands in. ``digits``: the real 100x100 photos of ../shared/data/sign-language-digits, scaled to
     480x480 and padded to 640x480 with their edge pixels (the hand keeps its shape).
     """
-    from pipeline.sources import list_images
+    from pipeline.sources.listing import list_images
 
     folder = Path(folder)
     if source == "synthetic":
@@ -153,7 +153,7 @@ def truth_table(listing) -> pd.DataFrame:
     """The label table of rendered images (``write_images("synthetic", ...)``) with their TRUE
     landmarks (z = 0) in place of the teacher's: training data without a labeling run."""
     from pipeline.keypoints import NUM_JOINTS
-    from pipeline.labeling import LANDMARK_COLUMNS
+    from pipeline.schema import LANDMARK_COLUMNS
 
     truth = np.stack([record.true_landmarks for record in listing.records])
     landmarks = np.concatenate([truth, np.zeros((len(truth), NUM_JOINTS, 1))], axis=-1)

@@ -42,7 +42,7 @@ from benchmarks.common import (  # noqa: E402
     truth_table,
     write_images,
 )
-from pipeline.training import LAST, load_checkpoint  # noqa: E402
+from pipeline.checkpoint import LAST, load_checkpoint  # noqa: E402
 
 
 def labelled_set(count: int, folder: Path, validation_fraction: float) -> tuple[pd.DataFrame, Path]:

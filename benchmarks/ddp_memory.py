@@ -37,7 +37,7 @@ from benchmarks.common import (  # noqa: E402
 )
 from pipeline import distributed  # noqa: E402
 from pipeline.data import cache_bytes, load_split  # noqa: E402
-from pipeline.labeling import LANDMARK_COLUMNS  # noqa: E402
+from pipeline.schema import LANDMARK_COLUMNS  # noqa: E402
 
 
 def measure(processes: int, table_path: Path, data_root: Path, image_size: int) -> tuple[int, int]:

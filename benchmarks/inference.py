@@ -43,13 +43,13 @@ from benchmarks.common import (
     temporary_folder,
     write_images,
 )
-from pipeline.codec import LandmarkCodec
-from pipeline.data import resize_square
-from pipeline.export import INPUT_NAME, export_model, session
+from pipeline.checkpoint import load_checkpoint, model_from_checkpoint
+from pipeline.codec import LandmarkCodec, resize_square
+from pipeline.export import export_model
+from pipeline.inference import INPUT_NAME, onnx_session
 from pipeline.model import ModelConfig, build_model
 from pipeline.params import load_params
 from pipeline.teacher import Teacher, build_teacher_model
-from pipeline.training import load_checkpoint, model_from_checkpoint
 
 NAME = "inference"
 
@@ -69,7 +69,7 @@ def student_engines(model, config: ModelConfig, codec, epoch: int, threads: int)
     model.eval()
     exported = export_model(model, config, codec, epoch).data
     # No spinning: idle ONNX Runtime threads would take CPU from torch and MediaPipe here.
-    runtime = session(exported, threads=threads, spin=False)
+    runtime = onnx_session(exported, threads=threads, spin=False)
     size = config.image_size
 
     @torch.inference_mode()

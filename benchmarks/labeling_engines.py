@@ -40,8 +40,9 @@ from benchmarks.common import (
     write_images,
 )
 from pipeline.labeling import label_images
+from pipeline.params import LandmarksParams
 from pipeline.sources import DataListing
-from pipeline.teacher import TeacherSettings, build_teacher_model
+from pipeline.teacher import build_teacher_model
 
 NAME = "labeling_engines"
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     import ray
 
     info["ray"] = ray.__version__
-    settings = TeacherSettings()  # params.yaml's landmarks defaults: 2 hands, 0.5 thresholds
+    settings = LandmarksParams()  # params.yaml's landmarks defaults: 2 hands, 0.5 thresholds
     cores = cpu_count()
     configs = [
         (engine, workers)

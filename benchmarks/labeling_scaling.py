@@ -32,8 +32,9 @@ from benchmarks.common import (
     write_images,
 )
 from pipeline.labeling import label_images
+from pipeline.params import LandmarksParams
 from pipeline.sources import DataListing
-from pipeline.teacher import TeacherSettings, build_teacher_model
+from pipeline.teacher import build_teacher_model
 
 NAME = "labeling_scaling"
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--source", choices=("synthetic", "digits"), default="synthetic")
     args = parser.parse_args(argv)
     info = machine()
-    settings = TeacherSettings()  # params.yaml's landmarks defaults: 2 hands, 0.5 thresholds
+    settings = LandmarksParams()  # params.yaml's landmarks defaults: 2 hands, 0.5 thresholds
     worker_counts = list(range(1, args.max_workers + 1))
 
     with temporary_folder(NAME) as tmp:

@@ -66,13 +66,13 @@ class PeakMemory:
 
 def label_step(images: Path, teacher: Path, workers: int, table_path: Path) -> dict:
     from pipeline.labeling import label_images
-    from pipeline.sources import list_images
-    from pipeline.teacher import TeacherSettings
+    from pipeline.params import LandmarksParams
+    from pipeline.sources.listing import list_images
 
     listing = list_images("synthetic", images)
     with PeakMemory() as labeling:
         started = time.perf_counter()
-        result = label_images(listing, teacher, TeacherSettings(), workers, progress=False)
+        result = label_images(listing, teacher, LandmarksParams(), workers, progress=False)
         seconds = time.perf_counter() - started
     result.table.dropna(subset=["x0"]).reset_index(drop=True).to_parquet(table_path)
     return {

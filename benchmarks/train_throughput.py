@@ -43,10 +43,11 @@ from benchmarks.common import (
     write_images,
 )
 from pipeline.data import SplitData, load_split
+from pipeline.inference import autocast, select_device
 from pipeline.keypoints import NUM_JOINTS
-from pipeline.model import build_model
+from pipeline.model import ModelConfig, build_model
 from pipeline.params import TrainParams, load_params
-from pipeline.training import _autocast, fit, model_config_for, select_device
+from pipeline.training import fit
 
 NAME = "train_throughput"
 
@@ -73,7 +74,7 @@ def model_alone(params: TrainParams, steps: int, warmup: int = 3) -> float:
     smooth L1 on the (N, joints*3) output: the loss's cost is nothing next to the model's)."""
     device = select_device(params.device)
     torch.manual_seed(0)
-    model = build_model(model_config_for(params)).to(device).train()
+    model = build_model(ModelConfig.for_training(params)).to(device).train()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
@@ -86,7 +87,7 @@ def model_alone(params: TrainParams, steps: int, warmup: int = 3) -> float:
     y = torch.randn(params.batch_size, NUM_JOINTS * 3, device=device)
 
     def step() -> None:
-        with _autocast(device):
+        with autocast(device):
             outputs = model(x)
         loss = torch.nn.functional.smooth_l1_loss(outputs.float(), y, beta=0.02)
         optimizer.zero_grad(set_to_none=True)

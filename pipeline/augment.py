@@ -18,43 +18,32 @@ augmentation draws exactly the random numbers it drew before geometry existed).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from pipeline.keypoints import flip_handedness
+from pipeline.params import TrainParams
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
-@dataclass(frozen=True)
-class GeometrySettings:
-    flip_p: float = 0.0  # probability of a horizontal mirror
-    rotate_deg: float = 0.0  # rotation uniform in [-rotate_deg, rotate_deg]
-    scale_min: float = 1.0  # zoom uniform in [scale_min, scale_max] (>1: the hand grows)
-    scale_max: float = 1.0
-    translate: float = 0.0  # shift uniform in ±translate of the frame, per axis
-    # After the draw the shift is corrected so that the landmarks' box stays this far inside the
-    # frame (a random crop around the hand); negative: no correction.
-    keep_margin: float = 0.02
-
-    @property
-    def enabled(self) -> bool:
-        return (
-            self.flip_p > 0
-            or self.rotate_deg > 0
-            or self.scale_min != 1.0
-            or self.scale_max != 1.0
-            or self.translate > 0
-        )
+def geometry_enabled(params: TrainParams) -> bool:
+    """Whether any geometry augmentation is on (off: the images are not resampled at all)."""
+    return (
+        params.flip_p > 0
+        or params.rotate_deg > 0
+        or params.scale_min != 1.0
+        or params.scale_max != 1.0
+        or params.translate > 0
+    )
 
 
 def random_affines(
     landmarks: torch.Tensor,
     aspect: torch.Tensor,
-    settings: GeometrySettings,
+    params: TrainParams,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one affine per sample: (N, 2, 3) float64 matrices on the CPU and (N,) flip flags.
@@ -69,23 +58,23 @@ def random_affines(
         return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
 
     flipped = (
-        torch.rand(n, generator=generator) < settings.flip_p
-        if settings.flip_p > 0
+        torch.rand(n, generator=generator) < params.flip_p
+        if params.flip_p > 0
         else torch.zeros(n, dtype=torch.bool)
     )
     angle = (
-        uniform(-settings.rotate_deg, settings.rotate_deg) * (math.pi / 180)
-        if settings.rotate_deg > 0
+        uniform(-params.rotate_deg, params.rotate_deg) * (math.pi / 180)
+        if params.rotate_deg > 0
         else torch.zeros(n, dtype=torch.float64)
     )
-    if settings.scale_min != 1.0 or settings.scale_max != 1.0:
+    if params.scale_min != 1.0 or params.scale_max != 1.0:
         # log-uniform: zooming in by s is as likely as zooming out by 1/s
-        scale = uniform(math.log(settings.scale_min), math.log(settings.scale_max)).exp()
+        scale = uniform(math.log(params.scale_min), math.log(params.scale_max)).exp()
     else:
         scale = torch.ones(n, dtype=torch.float64)
     shift = (
-        torch.stack([uniform(-settings.translate, settings.translate) for _ in range(2)], 1)
-        if settings.translate > 0
+        torch.stack([uniform(-params.translate, params.translate) for _ in range(2)], 1)
+        if params.translate > 0
         else torch.zeros(n, 2, dtype=torch.float64)
     )
 
@@ -100,9 +89,9 @@ def random_affines(
     linear[:, 1, 1] = scale * cos
     points = torch.as_tensor(landmarks[..., :2], dtype=torch.float64).cpu() - 0.5
     moved = points @ linear.transpose(1, 2) + shift[:, None, :]
-    if settings.keep_margin >= 0:
-        low = settings.keep_margin - 0.5
-        high = 0.5 - settings.keep_margin
+    if params.keep_margin >= 0:
+        low = params.keep_margin - 0.5
+        high = 0.5 - params.keep_margin
         box_min, box_max = moved.amin(1), moved.amax(1)
         # Shift back inside where the box fits; centre it where it does not.
         fix = torch.where(box_min < low, low - box_min, torch.zeros_like(box_min))
@@ -150,13 +139,13 @@ def augment_geometry(
     images: torch.Tensor,
     landmarks: torch.Tensor,
     aspect: torch.Tensor,
-    settings: GeometrySettings,
+    params: TrainParams,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Float images (N, 3, S, S) and input-frame landmarks (N, joints, 3) → both moved by the
     same random affine, plus the (N,) flip flags. z scales with the picture (MediaPipe's z is in
     units of the image width), and is unchanged by mirror and rotation."""
-    matrices, flipped = random_affines(landmarks, aspect, settings, generator)
+    matrices, flipped = random_affines(landmarks, aspect, params, generator)
     moved = transform_points(landmarks, matrices)
     if moved.shape[-1] > 2:
         # |det| of the 2x2 part is scale^2 whatever the aspect

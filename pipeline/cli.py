@@ -14,21 +14,21 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.checkpoint import CheckpointError
 from pipeline.images import ImageReadError
+from pipeline.inference import DEVICES, DeviceError
 from pipeline.io import OutputPathError, check_output_file, write_json
 from pipeline.machine import available_cores
+from pipeline.paths import TEACHER_MODEL as TEACHER_STAGE_MODEL  # used by `score` in the project
 from pipeline.predict import InputError, predict_path, skipped_path, write_predictions
 from pipeline.scoring import score_folder
 from pipeline.sources import DataLayoutError
-from pipeline.teacher import TeacherModelError, TeacherSettings
-from pipeline.training import CheckpointError
-from stages.teacher import MODEL as TEACHER_STAGE_MODEL  # used by `score` inside the project
+from pipeline.teacher import TeacherModelError
 
-DEVICES = ("auto", "cuda", "mps", "cpu")
 # What the user can fix is reported in one line; anything else is a bug and keeps its traceback.
 ERRORS = (
     CheckpointError, TeacherModelError, InputError, DataLayoutError, ImageReadError,
-    OutputPathError, OSError,
+    OutputPathError, DeviceError, OSError,
 )  # fmt: skip
 
 
@@ -136,7 +136,6 @@ def _score(args: argparse.Namespace) -> int:
         args.model,
         args.folder,
         teacher_model=teacher,
-        settings=TeacherSettings(),
         cache_dir=args.cache_dir,
         workers=workers,
         batch_size=args.batch_size,

@@ -164,9 +164,3 @@ def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
     """Squash to size x size (normalised landmark coordinates stay valid)."""
     interpolation = cv2.INTER_AREA if min(rgb.shape[:2]) > size else cv2.INTER_LINEAR
     return cv2.resize(rgb, (size, size), interpolation=interpolation)
-
-
-def to_pixels(landmarks: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
-    """(N, joints, >=2) normalised → (N, joints, 2) pixels of each original image."""
-    size = np.stack([np.asarray(width, np.float64), np.asarray(height, np.float64)], axis=-1)
-    return np.asarray(landmarks, dtype=np.float64)[..., :2] * size[:, None, :]

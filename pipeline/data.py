@@ -31,12 +31,11 @@ import pandas as pd
 import torch
 
 from pipeline import distributed
-from pipeline.augment import color_augment  # noqa: F401  (re-exported: its old home)
-from pipeline.codec import LandmarkCodec, resize_square  # noqa: F401  (resize_square: re-exported)
+from pipeline.codec import LandmarkCodec
 from pipeline.images import read_image
 from pipeline.keypoints import NUM_JOINTS
-from pipeline.labeling import LANDMARK_COLUMNS, TRUTH_COLUMNS
 from pipeline.machine import available_cores
+from pipeline.schema import LANDMARK_COLUMNS, TRUTH_COLUMNS
 
 
 class DiskImages:
@@ -276,21 +275,3 @@ def load_split(
         table=table,
         layout=layout,
     )
-
-
-def batches(
-    count: int, batch_size: int, generator: torch.Generator | None, min_size: int = 2
-) -> list[torch.Tensor]:
-    """Index batches over ``count`` samples, shuffled when a generator is given.
-
-    A last batch smaller than ``min_size`` is merged into the previous one: BatchNorm cannot
-    train on a single sample (per process), and dropping it would silently lose data.
-    """
-    order = (
-        torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
-    )
-    chunks = list(torch.split(order, batch_size))
-    if len(chunks) > 1 and len(chunks[-1]) < min_size:
-        single = chunks.pop()
-        chunks[-1] = torch.cat([chunks[-1], single])
-    return chunks

@@ -9,13 +9,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.codec import to_pixels
 from pipeline.data import SplitData, load_split
 from pipeline.images import read_image
-from pipeline.keypoints import JOINT_NAMES, hand_size
-from pipeline.metrics import CURVE_THRESHOLDS, joint_errors, pck_curve
+from pipeline.inference import predict
+from pipeline.keypoints import JOINT_NAMES, hand_size, to_pixels
+from pipeline.metrics import (
+    CURVE_THRESHOLDS,
+    compare_landmarks,
+    joint_errors,
+    pck_curve,
+    validation_metrics,
+)
 from pipeline.plots import grid, overlay_tile
-from pipeline.training import compare, predict, validation_metrics
 
 
 @dataclass
@@ -31,7 +36,8 @@ def evaluate_split(
     model, codec, data: SplitData, device: torch.device, batch_size: int
 ) -> SplitEvaluation:
     predicted = predict(model, data.images, codec, device, batch_size, data.width, data.height)
-    metrics: dict = {"images": len(data), "student_vs_teacher": validation_metrics(predicted, data)}
+    student_vs_teacher = validation_metrics(predicted, data.landmarks, data.width, data.height)
+    metrics: dict = {"images": len(data), "student_vs_teacher": student_vs_teacher}
     teacher_px = to_pixels(data.landmarks, data.width, data.height)
     student_px = to_pixels(predicted, data.width, data.height)
     curves = {"threshold": CURVE_THRESHOLDS}
@@ -42,8 +48,10 @@ def evaluate_split(
     if truth is not None:
         truth_px = to_pixels(truth, data.width, data.height)
         truth_size = hand_size(truth_px)
-        metrics["teacher_vs_truth"] = compare(data.landmarks, truth, data.width, data.height)
-        metrics["student_vs_truth"] = compare(predicted, truth, data.width, data.height)
+        metrics["teacher_vs_truth"] = compare_landmarks(
+            data.landmarks, truth, data.width, data.height
+        )
+        metrics["student_vs_truth"] = compare_landmarks(predicted, truth, data.width, data.height)
         curves["teacher_vs_truth"] = pck_curve(joint_errors(teacher_px, truth_px), truth_size)
         curves["student_vs_truth"] = pck_curve(joint_errors(student_px, truth_px), truth_size)
 
@@ -53,7 +61,9 @@ def evaluate_split(
     classes = data.table["class_name"].to_numpy()
     for class_name in sorted(set(classes)):
         mask = classes == class_name
-        m = compare(predicted[mask], data.landmarks[mask], data.width[mask], data.height[mask])
+        m = compare_landmarks(
+            predicted[mask], data.landmarks[mask], data.width[mask], data.height[mask]
+        )
         rows.append(
             {
                 "class_name": class_name,

@@ -1,13 +1,7 @@
 """ONNX export of the student: one file that carries its input contract and its codec.
 
-The contract every ONNX consumer (``predict``, other runtimes) relies on:
-
-- one input ``images``: float32 (N, 3, S, S), RGB in [0, 1]; the mean/std normalisation is inside
-  the graph, S is ``model_config["image_size"]``;
-- one output ``landmarks``: float32 (N, 63), the codec's encoded targets (decode them with the codec
-  in the metadata);
-- N is a dynamic axis;
-- ``metadata_props["learned_hand_landmarks"]`` is JSON ``{"model_config", "codec", "epoch"}``.
+The contract every ONNX consumer (``predict``, other runtimes) relies on is written down in
+``pipeline.inference``, which reads it back.
 
 The exporter is torch's TorchScript one (``dynamo=False``): the torch.export-based default needs
 ``onnxscript``, which is not a dependency, and this model has no control flow that would need it.
@@ -30,14 +24,12 @@ import onnx
 import onnxruntime
 import torch
 
+from pipeline.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.codec import NUM_OUTPUTS, LandmarkCodec
+from pipeline.inference import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, onnx_session
 from pipeline.io import atomic_path
 from pipeline.model import LandmarkRegressor, ModelConfig
-from pipeline.training import load_checkpoint, model_from_checkpoint
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "landmarks"
-METADATA_KEY = "learned_hand_landmarks"
 OPSET = 17  # read by ONNX Runtime 1.17+ (the minimum in pyproject.toml)
 CHECK_BATCH_SIZES = (1, 3)  # 1 and >1: the batch axis really is dynamic
 # Largest |ONNX - torch| accepted on the encoded targets (x, y are fractions of the image: 1e-4 is
@@ -131,24 +123,6 @@ def read_metadata(source: str | os.PathLike | bytes | onnx.ModelProto) -> dict:
     raise ExportError(f"{name} has no '{METADATA_KEY}' metadata; not exported by pipeline.export")
 
 
-def session(
-    model: str | os.PathLike | bytes, threads: int = 0, spin: bool = True
-) -> onnxruntime.InferenceSession:
-    """A CPU ONNX Runtime session; ``threads`` 0 leaves the thread count to ONNX Runtime.
-
-    ``spin=False`` stops idle worker threads from busy-waiting for the next run, which otherwise
-    takes CPU from anything else the process does between runs (torch, MediaPipe).
-    """
-    options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    if not spin:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = model if isinstance(model, bytes) else str(model)
-    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
 def max_difference(
     exported: bytes,
     model: LandmarkRegressor,
@@ -157,7 +131,7 @@ def max_difference(
     seed: int = 0,
 ) -> float:
     """Largest |ONNX Runtime - torch| over seeded random uint8 images at each batch size."""
-    runtime = session(exported)
+    runtime = onnx_session(exported)
     rng = np.random.default_rng(seed)
     model = model.eval().cpu()
     worst = 0.0

@@ -87,3 +87,9 @@ def bounding_box(points_xy: np.ndarray) -> np.ndarray:
     """(x_min, y_min, x_max, y_max) of the landmarks, per hand."""
     points_xy = np.asarray(points_xy, dtype=np.float64)
     return np.concatenate([points_xy.min(axis=-2), points_xy.max(axis=-2)], axis=-1)
+
+
+def to_pixels(landmarks: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
+    """(N, joints, >=2) fractions of each image → (N, joints, 2) pixels of each original image."""
+    size = np.stack([np.asarray(width, np.float64), np.asarray(height, np.float64)], axis=-1)
+    return np.asarray(landmarks, dtype=np.float64)[..., :2] * size[:, None, :]

@@ -17,14 +17,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.images import ImageReadError, read_image
-from pipeline.keypoints import NUM_JOINTS, column_names
+from pipeline.keypoints import NUM_JOINTS
+from pipeline.params import LandmarksParams
+from pipeline.schema import BOX_COLUMNS, LANDMARK_COLUMNS, TRUTH_COLUMNS, WORLD_COLUMNS
 from pipeline.sources import SPLITS, DataListing, ImageRecord, SkippedFile
-from pipeline.teacher import HandDetection, Teacher, TeacherSettings
-
-LANDMARK_COLUMNS = column_names("")  # x0, y0, z0, ... normalised to the image, z relative depth
-WORLD_COLUMNS = column_names("w")  # metres, hand-centred
-TRUTH_COLUMNS = column_names("t", "xy")  # synthetic truth, normalised
-BOX_COLUMNS = ["box_x", "box_y", "box_w", "box_h"]  # the source's box, pixels
+from pipeline.teacher import HandDetection, Teacher
 
 
 class LabelingError(RuntimeError):
@@ -41,7 +38,7 @@ class LabelingResult:
 _worker_teacher: Teacher | None = None
 
 
-def _init_worker(model_path: str, settings: TeacherSettings, close_at_exit: bool = True) -> None:
+def _init_worker(model_path: str, settings: LandmarksParams, close_at_exit: bool = True) -> None:
     global _worker_teacher
     _worker_teacher = Teacher(model_path, settings)
     if close_at_exit:
@@ -86,7 +83,7 @@ def _base_row(record: ImageRecord) -> dict:
 def label_images(
     listing: DataListing,
     model_path: str | Path,
-    settings: TeacherSettings,
+    settings: LandmarksParams,
     workers: int = 1,
     progress: bool = True,
 ) -> LabelingResult:

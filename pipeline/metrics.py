@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.keypoints import hand_size, to_pixels
+
 PCK_THRESHOLDS: tuple[float, ...] = (0.05, 0.1, 0.2)
 # PCK curve for the AUC: 0 to 0.2 of hand size, where the interesting differences between
 # landmark models lie (beyond that almost every joint is "correct").
@@ -70,3 +72,24 @@ def landmark_metrics(
         result[f"pck_{round(threshold * 100):02d}"] = pck(errors, hand_size, threshold)
     result["auc"] = auc(CURVE_THRESHOLDS, pck_curve(errors, hand_size))
     return {key: round(value, 6) for key, value in result.items()}
+
+
+def compare_landmarks(
+    predicted: np.ndarray, reference: np.ndarray, width: np.ndarray, height: np.ndarray
+) -> dict[str, float]:
+    """``landmark_metrics`` of ``predicted`` vs ``reference``, both (N, joints, >=2) fractions of
+    each image (the label table's units); hand size from the reference."""
+    predicted_px = to_pixels(predicted, width, height)
+    reference_px = to_pixels(reference, width, height)
+    return landmark_metrics(predicted_px, reference_px, hand_size(reference_px), width)
+
+
+def validation_metrics(
+    predicted: np.ndarray, reference: np.ndarray, width: np.ndarray, height: np.ndarray
+) -> dict[str, float]:
+    """``compare_landmarks`` plus ``z_mae``, the mean absolute error of MediaPipe's relative depth
+    (both (N, joints, 3)): what training-time validation and the evaluate stage report."""
+    metrics = compare_landmarks(predicted, reference, width, height)
+    z_error = np.abs(np.asarray(predicted)[..., 2] - np.asarray(reference)[..., 2])
+    metrics["z_mae"] = round(float(np.mean(z_error)), 6)
+    return metrics

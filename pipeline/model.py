@@ -28,14 +28,13 @@ from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from pipeline.codec import NUM_OUTPUTS
 from pipeline.keypoints import NUM_JOINTS
+from pipeline.params import TrainParams
 
 # Preprocessing follows the weights: MobileNetV2's ImageNet statistics, also used when training
 # from scratch so that switching `pretrained` changes nothing else.
 IMAGENET_MEAN = tuple(MobileNet_V2_Weights.IMAGENET1K_V1.transforms().mean)
 IMAGENET_STD = tuple(MobileNet_V2_Weights.IMAGENET1K_V1.transforms().std)
 
-HEADS = ("pooled_mlp", "integral", "simcc")
-PRETRAINED = ("none", "imagenet", "synthetic")
 # MobileNetV2 feature stages whose outputs the pyramid taps: strides 8, 16 and 32.
 TAPS = (6, 13, 18)
 TAP_CHANNELS = (32, 96, 1280)
@@ -50,16 +49,31 @@ class PretrainedWeightsError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """What rebuilds the network: saved in every checkpoint and ONNX export. The fields that
+    come from the train params take their defaults from ``TrainParams`` (one set of defaults,
+    params.yaml's); ``for_training`` is the one mapping from the params."""
+
     backbone: str = "mobilenet_v2"
-    head: str = "pooled_mlp"  # pooled_mlp | integral | simcc
+    head: str = TrainParams.head  # pooled_mlp | integral | simcc
     hidden: int = 512
-    dropout: float = 0.2
-    pretrained: str = "none"  # none | imagenet | synthetic (weights from the pretrain stage)
-    image_size: int = 224
+    dropout: float = TrainParams.dropout
+    pretrained: str = TrainParams.pretrained  # none | imagenet | synthetic (pretrain stage)
+    image_size: int = TrainParams.image_size
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    neck_channels: int = 96  # spatial heads: width of the stride-8 feature pyramid
-    simcc_ratio: float = 2.0  # simcc: bins per input pixel
+    neck_channels: int = TrainParams.neck_channels  # spatial heads: stride-8 pyramid width
+    simcc_ratio: float = TrainParams.simcc_ratio  # simcc: bins per input pixel
+
+    @classmethod
+    def for_training(cls, params: TrainParams) -> ModelConfig:
+        return cls(
+            head=params.head,
+            dropout=params.dropout,
+            pretrained=params.pretrained,
+            image_size=params.image_size,
+            neck_channels=params.neck_channels,
+            simcc_ratio=params.simcc_ratio,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -331,9 +345,9 @@ def load_matching(model: nn.Module, state: dict) -> list[str]:
 def build_model(config: ModelConfig) -> LandmarkRegressor:
     """The model ``config`` describes; ``pretrained=synthetic`` weights are the caller's to load
     (they come from the pretrain stage's file, see ``pipeline.pretraining``)."""
-    if config.backbone != "mobilenet_v2" or config.head not in HEADS:
+    if config.backbone != "mobilenet_v2" or config.head not in TrainParams.HEADS:
         raise ValueError(f"unknown model {config.backbone}/{config.head}")
-    if config.pretrained not in PRETRAINED:
+    if config.pretrained not in TrainParams.PRETRAINED:
         raise ValueError(f"unknown pretrained={config.pretrained!r}")
     model = LandmarkRegressor(config)
     if config.pretrained == "imagenet":

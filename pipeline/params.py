@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from pipeline.machine import available_cores
+from pipeline.paths import SYNTHETIC_ROOT
 
 PARAMS_FILE = "params.yaml"
 
@@ -102,7 +103,6 @@ class DataParams:
     split_seed: int = 0
 
     SOURCES = ("synthetic", "ouhands", "folders")
-    SYNTHETIC_ROOT = "data/synthetic"
 
     def __post_init__(self) -> None:
         _check(
@@ -113,9 +113,9 @@ class DataParams:
         _check(bool(self.root), "data.root", "must name the data folder")
         if self.source == "synthetic":
             _check(
-                Path(self.root) == Path(self.SYNTHETIC_ROOT),
+                Path(self.root) == SYNTHETIC_ROOT,
                 "data.root",
-                f"must be {self.SYNTHETIC_ROOT} with data.source=synthetic (the synthesize stage "
+                f"must be {SYNTHETIC_ROOT} with data.source=synthetic (the synthesize stage "
                 f"writes there), got {self.root!r}",
             )
         if self.subject_pattern:
@@ -184,6 +184,18 @@ class LandmarksParams:
     ray_timeout_s: float = 600.0  # ray: fail after this long without progress (a stuck cluster)
 
     ENGINES = ("local", "ray")
+    # What the HandLandmarker itself is built with (the rest says how the work is spread).
+    TEACHER_KEYS = (
+        "num_hands",
+        "min_hand_detection_confidence",
+        "min_hand_presence_confidence",
+        "min_tracking_confidence",
+    )
+
+    @property
+    def teacher_options(self) -> dict:
+        """The HandLandmarker's options among these params (labels depend on these only)."""
+        return {key: getattr(self, key) for key in self.TEACHER_KEYS}
 
     def __post_init__(self) -> None:
         _check(
@@ -239,21 +251,21 @@ class SplitParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    """The defaults are the seed's recipe (pooled head, SmoothL1, colour-only augmentation, no
-    EMA, no warm-up, squashed input); params.yaml picks the project's recipe."""
+    """The defaults are params.yaml's (a test keeps the two equal); the seed's recipe is a
+    ``dvc exp run -S ...`` line in the README."""
 
     pretrained: str = "none"  # none | imagenet | synthetic (the pretrain stage's weights)
-    image_size: int = 224
+    image_size: int = 128
     input_layout: str = "squash"  # squash | letterbox (keeps the aspect ratio)
-    head: str = "pooled_mlp"  # pooled_mlp | integral | simcc
+    head: str = "integral"  # pooled_mlp | integral | simcc
     neck_channels: int = 96  # integral/simcc: width of the stride-8 feature pyramid
     simcc_ratio: float = 2.0  # simcc: bins per input pixel
-    loss: str = "smooth_l1"  # smooth_l1 | l1 | mse | wing
+    loss: str = "l1"  # smooth_l1 | l1 | mse | wing
     smooth_l1_beta: float = 0.02
     wing_omega: float = 0.05  # wing: log region, in units of the input side
     wing_epsilon: float = 0.01
     z_weight: float = 1.0
-    distribution_weight: float = 0.0  # integral/simcc: weight of the KL to Gaussian targets
+    distribution_weight: float = 1.0  # integral/simcc: weight of the KL to Gaussian targets
     label_sigma: float = 2.0  # std of those Gaussian targets, input pixels
     score_weight_power: float = 0.0  # sample weight = teacher handedness_score ** power; 0 off
     lr: float = 3e-3
@@ -261,15 +273,15 @@ class TrainParams:
     warmup_epochs: float = 0.0  # linear learning-rate warm-up before the cosine decay
     ema_decay: float = 0.0  # moving average of the weights used for validation/prediction; 0 off
     batch_size: int = 0  # 0: 64 on a GPU, 16 on the CPU (the seed's values)
-    epochs: int = 50
+    epochs: int = 12
     dropout: float = 0.2
     color_jitter: float = 0.3
     grayscale_p: float = 0.1
     flip_p: float = 0.0  # horizontal mirror (handedness swaps, joint indices stay)
-    rotate_deg: float = 0.0  # rotation uniform in ±rotate_deg
-    scale_min: float = 1.0  # zoom uniform (log scale) in [scale_min, scale_max]
-    scale_max: float = 1.0
-    translate: float = 0.0  # shift uniform in ±translate of the frame, per axis
+    rotate_deg: float = 15.0  # rotation uniform in ±rotate_deg
+    scale_min: float = 0.9  # zoom uniform (log scale) in [scale_min, scale_max]
+    scale_max: float = 1.1
+    translate: float = 0.05  # shift uniform in ±translate of the frame, per axis
     keep_margin: float = 0.02  # shift corrected so the hand stays this far inside; <0: never
     device: str = "auto"  # auto | cuda | mps | cpu
     seed: int = 0
@@ -282,6 +294,9 @@ class TrainParams:
     # DistributedDataParallel processes on this machine (torchrun --nproc-per-node); 1: none.
     # train.batch_size stays the global batch, shared out between them.
     processes: int = 1
+    # Continue an interrupted run from models/student/last.pt (a finished run is never taken
+    # as the result of a new one: `dvc repro -f` trains again). false: always from scratch.
+    resume: bool = True
 
     @property
     def cache_budget_bytes(self) -> int:
@@ -355,6 +370,27 @@ class TrainParams:
         )
 
 
+# Train keys that change how a run executes, not what it computes: they never make two runs
+# different runs (resume, the evaluate stage's check and pretraining all use ``run_identity``).
+EXECUTION_ONLY_KEYS: tuple[str, ...] = (
+    "threads", "device", "processes", "cache_budget_mib", "compile", "resume",
+)  # fmt: skip
+
+
+def run_identity(train: TrainParams | dict) -> dict:
+    """What makes a training run the run it is: every train key but the execution-only ones.
+    Takes the params or their dict (as saved in a checkpoint)."""
+    values = dataclasses.asdict(train) if isinstance(train, TrainParams) else dict(train)
+    return {k: v for k, v in sorted(values.items()) if k not in EXECUTION_ONLY_KEYS}
+
+
+def run_differences(saved: dict, wanted: TrainParams) -> list[str]:
+    """The train keys in which a checkpoint's run (``saved``: its train params) is not the run
+    ``wanted`` describes; empty when they are the same run."""
+    have, want = run_identity(saved), run_identity(wanted)
+    return sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+
+
 @dataclass(frozen=True)
 class PretrainParams:
     """Pre-training on rendered hands with their TRUE landmarks (no teacher), for
@@ -372,9 +408,9 @@ class PretrainParams:
     crop_max: float = 0.0
     num_subjects: int = 40
     seed: int = 1  # != synthetic.seed: other subjects and poses than the synthetic data set
-    epochs: int = 10
+    epochs: int = 8
     lr: float = 3e-3
-    batch_size: int = 32
+    batch_size: int = 16
     workers: int = 0  # rendering processes; 0: one per CPU core
 
     def __post_init__(self) -> None:
@@ -397,6 +433,21 @@ class PretrainParams:
         _check(0 < self.lr < 10, "pretrain.lr", "must be in (0, 10)")
         _check(self.batch_size >= 2, "pretrain.batch_size", "must be >= 2")
         _check(self.workers >= 0, "pretrain.workers", "must be >= 0")
+
+
+def pretrain_params_for(pretrain: PretrainParams, train: TrainParams) -> TrainParams:
+    """The train recipe with the pretrain schedule. The renders have no depth: z is not trained.
+    The pretrain stage runs one process, whatever train.processes says."""
+    return dataclasses.replace(
+        train,
+        processes=1,
+        pretrained="none",
+        epochs=pretrain.epochs,
+        lr=pretrain.lr,
+        batch_size=pretrain.batch_size,
+        z_weight=0.0,
+        score_weight_power=0.0,
+    )
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Use a trained student: landmarks for one image, a folder of images or a video.
 
-The model is a training checkpoint (``models/student/best.pt``) or its ONNX export; both carry their
-model config and codec, so the input size and the way back to pixels come from the model file, never
-from constants here. Preprocessing is the training one: ``read_image`` → the codec's input picture
-(squashed or letterboxed to the model's size, ``LandmarkCodec.input_image``) → uint8 → the model,
-which normalises with its own mean/std; outputs go back through the same codec.
+The model is a training checkpoint (``models/student/best.pt``) or its ONNX export, loaded and
+run by ``pipeline.inference``: both carry their model config and codec, so the input size and the
+way back to pixels come from the model file, never from constants here. This module finds the
+inputs, decodes them (``read_image``, every bad file a listed skip), batches them and writes the
+table and overlays.
 
 Output rows hold ``path`` (relative to the input folder; the file name for a single image or a
 video), for a video also ``frame`` (0-based index), ``width``, ``height`` and ``x0, y0, z0, …`` with
@@ -14,7 +14,6 @@ cannot be decoded is a listed skip, never a blank image.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -24,30 +23,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline.codec import LandmarkCodec, to_pixels
-from pipeline.export import INPUT_NAME as ONNX_INPUT
-from pipeline.export import METADATA_KEY as ONNX_METADATA_KEY
-from pipeline.export import OUTPUT_NAME as ONNX_OUTPUT
 from pipeline.images import IMAGE_EXTENSIONS, ImageReadError, is_image_name, read_image
+from pipeline.inference import LandmarkModel, load_model, with_pixels
 from pipeline.io import OutputPathError, check_output_folder, write_table
-from pipeline.keypoints import NUM_JOINTS, column_names
+from pipeline.keypoints import NUM_JOINTS, column_names, to_pixels
 from pipeline.machine import available_cores
-from pipeline.model import ModelConfig
 from pipeline.plots import COLOURS, draw_skeleton
 from pipeline.sources import SkippedFile
-from pipeline.training import (
-    CheckpointError,
-    TrainingError,
-    load_checkpoint,
-    model_from_checkpoint,
-    select_device,
-)
-from pipeline.training import predict as predict_batches
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 LANDMARK_COLUMNS = column_names("")  # x0, y0, z0, ...
@@ -56,175 +42,6 @@ DECODE_THREADS = min(4, available_cores())  # cv2 decodes outside the GIL
 
 class InputError(ValueError):
     """The input to predict or score is missing, empty or of a kind we cannot read."""
-
-
-# ---------------------------------------------------------------------------------------------
-# The model, from a checkpoint or an ONNX export
-
-
-class LandmarkModel:
-    """A trained student: square uint8 images in, landmarks out. Build with ``load_model``."""
-
-    def __init__(self, path: Path, config: ModelConfig, codec: LandmarkCodec, epoch: int):
-        self.path, self.config, self.codec, self.epoch = path, config, codec, epoch
-
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
-
-    def input_image(self, rgb: np.ndarray) -> np.ndarray:
-        """An RGB uint8 (H, W, 3) image → the model's (S, S, 3) input, as in training."""
-        return self.codec.input_image(rgb, self.image_size)
-
-    def predict(
-        self, images: torch.Tensor, width: np.ndarray, height: np.ndarray, batch_size: int = 32
-    ) -> np.ndarray:
-        """uint8 (N, 3, S, S) inputs of originals ``width`` x ``height`` → (N, joints, 3): x, y as
-        fractions of the original image, z decoded."""
-        raise NotImplementedError
-
-    def landmarks(self, rgb_images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        """RGB uint8 (H, W, 3) images of any size → (N, joints, 3), x and y in pixels of each."""
-        if not len(rgb_images):
-            return np.zeros((0, NUM_JOINTS, 3))
-        squares = np.stack([self.input_image(rgb) for rgb in rgb_images])
-        batch = torch.from_numpy(squares).permute(0, 3, 1, 2).contiguous()
-        width = np.array([rgb.shape[1] for rgb in rgb_images], dtype=np.float64)
-        height = np.array([rgb.shape[0] for rgb in rgb_images], dtype=np.float64)
-        return _with_pixels(self.predict(batch, width, height, batch_size), width, height)
-
-
-class _TorchModel(LandmarkModel):
-    def __init__(self, path, config, codec, epoch, module: torch.nn.Module, device: torch.device):
-        super().__init__(path, config, codec, epoch)
-        self.module, self.device = module.to(device).eval(), device
-
-    def predict(self, images, width, height, batch_size=32):
-        return predict_batches(
-            self.module, images, self.codec, self.device, batch_size, width=width, height=height
-        )
-
-
-class _OnnxModel(LandmarkModel):
-    def __init__(self, path, config, codec, epoch, session):
-        super().__init__(path, config, codec, epoch)
-        self.session = session
-
-    def predict(self, images, width, height, batch_size=32):
-        outputs = []
-        for start in range(0, len(images), batch_size):
-            x = images[start : start + batch_size].numpy().astype(np.float32) / 255.0
-            outputs.append(self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0])
-        if not outputs:
-            return np.zeros((0, NUM_JOINTS, 3))
-        return self.codec.decode(np.concatenate(outputs), width, height, size=images.shape[-1])
-
-
-def _config_and_codec(
-    model_config: dict, codec: dict, path: Path
-) -> tuple[ModelConfig, LandmarkCodec]:
-    try:
-        return ModelConfig.from_dict(model_config), LandmarkCodec.from_dict(codec)
-    except (TypeError, KeyError, ValueError) as error:
-        raise CheckpointError(
-            f"{path}: model config or codec not understood ({error}); the file comes from "
-            "another version of this project"
-        ) from None
-
-
-def _device(name: str) -> torch.device:
-    try:
-        return select_device(name)
-    except TrainingError:
-        raise InputError(
-            f"device {name!r} is not available here; use --device auto or cpu"
-        ) from None
-
-
-def _load_checkpoint_model(path: Path, device: str) -> LandmarkModel:
-    payload = load_checkpoint(path)
-    try:
-        module, codec, config = model_from_checkpoint(payload, path)
-    except (TypeError, KeyError, ValueError) as error:  # e.g. a head this version cannot build
-        raise CheckpointError(
-            f"{path}: model config or codec not understood ({error}); the file comes from "
-            "another version of this project"
-        ) from None
-    return _TorchModel(path, config, codec, int(payload["epoch"]), module, _device(device))
-
-
-def _onnx_providers(device: str) -> list[str]:
-    available = onnxruntime.get_available_providers()
-    wanted = {"cuda": "CUDAExecutionProvider", "mps": "CoreMLExecutionProvider"}
-    if device == "auto":
-        return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device not in wanted:
-        raise InputError(f"unknown device {device!r}; expected auto, cuda, mps or cpu")
-    if wanted[device] not in available:
-        raise InputError(
-            f"device {device!r}: onnxruntime here has no {wanted[device]} (it has "
-            f"{', '.join(available)}); use --device auto or cpu"
-        )
-    return [wanted[device], "CPUExecutionProvider"]
-
-
-def _load_onnx_model(path: Path, device: str) -> LandmarkModel:
-    try:
-        session = onnxruntime.InferenceSession(str(path), providers=_onnx_providers(device))
-    except InputError:
-        raise
-    except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
-        raise CheckpointError(f"{path} cannot be loaded as an ONNX model ({error})") from None
-    raw = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
-    if raw is None:
-        raise CheckpointError(
-            f"{path} has no {ONNX_METADATA_KEY!r} metadata: not an ONNX export of this project "
-            "(export the checkpoint with `dvc repro export`)"
-        )
-    try:
-        meta = json.loads(raw)
-        config, codec = _config_and_codec(meta["model_config"], meta["codec"], path)
-        epoch = int(meta.get("epoch", 0))
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise CheckpointError(
-            f"{path}: {ONNX_METADATA_KEY} metadata is malformed ({error})"
-        ) from None
-    inputs = {i.name: i for i in session.get_inputs()}
-    outputs = {o.name for o in session.get_outputs()}
-    if ONNX_INPUT not in inputs or ONNX_OUTPUT not in outputs:
-        raise CheckpointError(
-            f"{path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; expected "
-            f"{ONNX_INPUT!r} and {ONNX_OUTPUT!r}"
-        )
-    expected = (3, config.image_size, config.image_size)
-    fixed = [(got, want) for got, want in zip(inputs[ONNX_INPUT].shape[1:], expected)]
-    if len(inputs[ONNX_INPUT].shape) != 4 or any(
-        isinstance(got, int) and got != want for got, want in fixed
-    ):
-        raise CheckpointError(
-            f"{path}: input {ONNX_INPUT!r} has shape {inputs[ONNX_INPUT].shape}, but its config "
-            f"says (N, {', '.join(map(str, expected))}); the metadata belongs to another model"
-        )
-    return _OnnxModel(path, config, codec, epoch, session)
-
-
-def load_model(path: str | os.PathLike, device: str = "auto") -> LandmarkModel:
-    """A checkpoint (``*.pt``) or an ONNX export (``*.onnx``) as a ``LandmarkModel``.
-
-    Raises ``CheckpointError`` for a missing or foreign file, or one whose weights do not fit the
-    config it carries.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"model {path} not found; train one with `dvc repro train` "
-            "(models/student/best.pt) or pass an exported .onnx file"
-        )
-    if path.suffix.lower() == ".onnx":
-        return _load_onnx_model(path, device)
-    return _load_checkpoint_model(path, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,12 +172,6 @@ class Predictions:
         return len(self.table) / max(self.seconds, 1e-9)
 
 
-def _with_pixels(landmarks: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
-    out = np.array(landmarks, dtype=np.float64)
-    out[..., :2] = to_pixels(landmarks, width, height)
-    return out
-
-
 def overlay_names(images: Sequence[str]) -> dict[str, str]:
     """Overlay PNG per input: the same relative path with ``.png``; ``a.jpg`` and ``a.png`` side
     by side would collide, so those keep their whole name (``a.jpg.png``)."""
@@ -474,7 +285,7 @@ def _prediction_table(
         table["frame"] = table["frame"].astype(np.int64)
     else:
         table = table.drop(columns="frame")
-    pixels = _with_pixels(landmarks, table["width"].to_numpy(), table["height"].to_numpy())
+    pixels = with_pixels(landmarks, table["width"].to_numpy(), table["height"].to_numpy())
     values = pd.DataFrame(pixels.reshape(len(table), NUM_JOINTS * 3), columns=LANDMARK_COLUMNS)
     return pd.concat([table, values], axis=1)
 

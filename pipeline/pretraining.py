@@ -12,7 +12,6 @@ train stage builds; the schedule (epochs, lr, batch size) is the pretrain sectio
 
 from __future__ import annotations
 
-import dataclasses
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -21,36 +20,19 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.checkpoint import BEST, LAST
 from pipeline.codec import LandmarkCodec
 from pipeline.data import SplitData
 from pipeline.io import write_json
 from pipeline.keypoints import NUM_JOINTS
-from pipeline.labeling import LANDMARK_COLUMNS
 from pipeline.machine import available_cores
-from pipeline.params import PretrainParams, TrainParams
+from pipeline.params import PretrainParams, TrainParams, pretrain_params_for
+from pipeline.paths import PRETRAIN_DIR
+from pipeline.schema import LANDMARK_COLUMNS
 from pipeline.sources.synthetic import GESTURE_CLASSES, make_subject_styles, render_hand
-from pipeline.training import BEST, CheckpointError, FitResult, fit, load_checkpoint
+from pipeline.training import FitResult, fit
 
-PRETRAIN_DIR = Path("models/pretrain")
-PRETRAINED_WEIGHTS = PRETRAIN_DIR / BEST
 DISABLED_MARKER = PRETRAIN_DIR / "disabled.json"
-# The train params that shape the weights: a pretrained file must agree on them to be used.
-ARCHITECTURE_KEYS = ("head", "image_size", "input_layout", "neck_channels", "simcc_ratio")
-
-
-def pretrain_params_for(pretrain: PretrainParams, train: TrainParams) -> TrainParams:
-    """The train recipe with the pretrain schedule. The renders have no depth: z is not trained.
-    The pretrain stage runs one process, whatever train.processes says."""
-    return dataclasses.replace(
-        train,
-        processes=1,
-        pretrained="none",
-        epochs=pretrain.epochs,
-        lr=pretrain.lr,
-        batch_size=pretrain.batch_size,
-        z_weight=0.0,
-        score_weight_power=0.0,
-    )
 
 
 def _render(job: tuple) -> tuple[np.ndarray, np.ndarray, str, int, int]:
@@ -154,7 +136,7 @@ def pretrain(
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / DISABLED_MARKER.name
     if settings.num_images == 0:
-        for name in (BEST, "last.pt"):
+        for name in (BEST, LAST):
             (out_dir / name).unlink(missing_ok=True)
         write_json(marker, {"pretraining": "off (pretrain.num_images: 0)"})
         log("pretraining is off (pretrain.num_images: 0)")
@@ -174,23 +156,3 @@ def pretrain(
     )
     log(f"rendered {len(train_split)} training and {len(validation)} validation hands")
     return fit(train_split, validation, params, out_dir, log=log)
-
-
-def load_pretrained_weights(path: Path, train: TrainParams) -> dict:
-    """The pretrain stage's weights, checked against the train params that shape them."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"train.pretrained=synthetic, but {path} does not exist: set pretrain.num_images > 0 "
-            "(and run `dvc repro`), or set train.pretrained=none"
-        )
-    checkpoint = load_checkpoint(path)
-    used = checkpoint["train_params"]
-    wanted = dataclasses.asdict(train)
-    differ = [key for key in ARCHITECTURE_KEYS if used.get(key) != wanted[key]]
-    if differ:
-        raise CheckpointError(
-            f"{path} was pretrained with other {', '.join('train.' + k for k in differ)}; "
-            "run `dvc repro` so the pretrain stage follows the train params"
-        )
-    return checkpoint["model"]

@@ -27,8 +27,9 @@ from pipeline.images import ImageReadError, decode_image, read_image
 from pipeline.keypoints import NUM_JOINTS
 from pipeline.labeling import LabelingResult, build_table, image_fields
 from pipeline.machine import available_cores
+from pipeline.params import LandmarksParams
 from pipeline.sources import DataListing
-from pipeline.teacher import Teacher, TeacherSettings, sha256_of
+from pipeline.teacher import Teacher, sha256_of
 
 INSTALL_HINT = 'pip install -e ".[ray]"'
 # Ray Data schedules its own tasks (and, with a file reader, its read tasks) beside the actors.
@@ -101,7 +102,7 @@ def _node_model_path(model_path: str, sha256: str, model_ref: list) -> str:
 class _TeacherActor:
     """One per actor: the teacher is built once, then labels batches of (index, location)."""
 
-    def __init__(self, model_path: str, sha256: str, model_ref: list, settings: TeacherSettings):
+    def __init__(self, model_path: str, sha256: str, model_ref: list, settings: LandmarksParams):
         # model_ref is a one-item list so that Ray hands the reference over, not the bytes.
         self._teacher = Teacher(_node_model_path(model_path, sha256, model_ref), settings)
 
@@ -208,7 +209,7 @@ def connect(address: str = "", num_cpus: int | None = None) -> None:
 def label_images_ray(
     listing: DataListing,
     model_path: str | Path,
-    settings: TeacherSettings,
+    settings: LandmarksParams,
     workers: int = 0,
     progress: bool = True,
     address: str = "",

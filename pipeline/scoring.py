@@ -5,8 +5,9 @@ cache keyed by content: sha256 of each image's bytes, within a cache file per te
 teacher settings and mediapipe version. A second call labels only images it has not seen.
 
 Scored are the images where the teacher found a hand; where it found several, its best hand (highest
-handedness score, as in the label table) is the reference. Metrics are ``training.compare``'s: the
-same functions as training-time validation and the evaluate stage.
+handedness score, as in the label table) is the reference. Metrics are
+``metrics.compare_landmarks``: the same functions as training-time validation and the evaluate
+stage.
 """
 
 from __future__ import annotations
@@ -16,37 +17,32 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipeline.inference import LandmarkModel, load_model
 from pipeline.io import write_table
 from pipeline.keypoints import NUM_JOINTS
-from pipeline.labeling import LANDMARK_COLUMNS, label_images
-from pipeline.predict import (
-    InputError,
-    Inputs,
-    LandmarkModel,
-    list_image_files,
-    load_model,
-    predict_inputs,
-)
+from pipeline.labeling import label_images
+from pipeline.metrics import compare_landmarks
+from pipeline.params import LandmarksParams
+from pipeline.predict import InputError, Inputs, list_image_files, predict_inputs
+from pipeline.schema import LANDMARK_COLUMNS
 from pipeline.sources import DataListing, ImageRecord, SkippedFile
 from pipeline.teacher import (
     MEDIAPIPE_WHEEL_VERSION,
     TeacherModelError,
-    TeacherSettings,
     build_teacher_model,
     default_cache_dir,
     sha256_of,
 )
-from pipeline.training import compare
 
 CACHE_FORMAT = 1
-DEFAULT_SETTINGS = TeacherSettings()  # the landmarks stage's defaults (params.yaml)
+DEFAULT_SETTINGS = LandmarksParams()  # the landmarks stage's defaults (params.yaml)
 CACHE_COLUMNS = [
     "sha256", "width", "height", "num_hands", "handedness", "handedness_score",
     *LANDMARK_COLUMNS, "reason",
@@ -99,7 +95,7 @@ class TeacherLabels:
     seconds: float
 
 
-def _cache_file(cache_dir: Path, teacher_sha256: str, settings: TeacherSettings) -> Path:
+def _cache_file(cache_dir: Path, teacher_sha256: str, settings: LandmarksParams) -> Path:
     try:
         runtime = version("mediapipe")
     except PackageNotFoundError:
@@ -108,7 +104,7 @@ def _cache_file(cache_dir: Path, teacher_sha256: str, settings: TeacherSettings)
         {
             "format": CACHE_FORMAT,
             "teacher": teacher_sha256,
-            "settings": asdict(settings),
+            "settings": settings.teacher_options,
             "mediapipe": runtime,
         },
         sort_keys=True,
@@ -130,7 +126,7 @@ def _read_cache(path: Path) -> pd.DataFrame:
 def teacher_labels(
     listing: DataListing,
     teacher_model: str | os.PathLike,
-    settings: TeacherSettings = DEFAULT_SETTINGS,
+    settings: LandmarksParams = DEFAULT_SETTINGS,
     cache_dir: str | os.PathLike | None = None,
     workers: int = 1,
     progress: bool = True,
@@ -204,7 +200,7 @@ def score_predictions(
     ``predicted`` and ``reference`` are (N, joints, >=2) fractions of the image; hand size is the
     larger side of the reference landmarks' box.
     """
-    return compare(np.asarray(predicted)[..., :2], np.asarray(reference)[..., :2], width, height)
+    return compare_landmarks(predicted, reference, width, height)
 
 
 @dataclass
@@ -222,7 +218,7 @@ def score_folder(
     model: LandmarkModel | str | os.PathLike,
     folder: str | os.PathLike,
     teacher_model: str | os.PathLike | None = None,
-    settings: TeacherSettings = DEFAULT_SETTINGS,
+    settings: LandmarksParams = DEFAULT_SETTINGS,
     cache_dir: str | os.PathLike | None = None,
     workers: int = 1,
     batch_size: int = 32,
@@ -270,7 +266,7 @@ def score_folder(
         "teacher": {
             "path": str(teacher_model),
             "sha256": sha256_of(teacher_model),
-            "settings": asdict(settings),
+            "settings": settings.teacher_options,
         },
         "images": len(listing.records),
         "readable": readable,

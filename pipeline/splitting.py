@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.keypoints import NUM_JOINTS
-from pipeline.labeling import BOX_COLUMNS, LANDMARK_COLUMNS
 from pipeline.params import SplitParams
+from pipeline.schema import BOX_COLUMNS, LANDMARK_COLUMNS
 from pipeline.sources import SPLITS
 
 # Checked in this order; an image is reported under the first rule it breaks.

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.keypoints import NUM_JOINTS
+from pipeline.params import LandmarksParams
 
 # Google's hand models as shipped inside the mediapipe 0.10.21 wheel (identical in every platform's
 # wheel). Newer mediapipe releases ship no hand model and the usual model download needs a host we
@@ -159,14 +160,6 @@ def build_teacher_model(output: Path, model_path: str = "", cache_dir: Path | No
     return {"source": origin, "sha256": sha256_of(output), "bytes": output.stat().st_size}
 
 
-@dataclass(frozen=True)
-class TeacherSettings:
-    num_hands: int = 2
-    min_hand_detection_confidence: float = 0.5
-    min_hand_presence_confidence: float = 0.5
-    min_tracking_confidence: float = 0.5
-
-
 @dataclass
 class HandDetection:
     """The teacher's answer for one image; hands sorted by handedness score, best first."""
@@ -184,9 +177,10 @@ class HandDetection:
 class Teacher:
     """MediaPipe HandLandmarker in image mode. Use as a context manager: it must be closed."""
 
-    def __init__(
-        self, model_path: str | os.PathLike, settings: TeacherSettings = TeacherSettings()
-    ):
+    def __init__(self, model_path: str | os.PathLike, settings: LandmarksParams | None = None):
+        """``settings``: the landmarks section (None: params.yaml's defaults); its
+        ``teacher_options`` build the landmarker."""
+        settings = settings or LandmarksParams()
         os.environ.setdefault(
             "GLOG_minloglevel", "2"
         )  # MediaPipe's C++ logging floods progress bars
@@ -199,10 +193,7 @@ class Teacher:
         options = vision.HandLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(model_path)),
             running_mode=vision.RunningMode.IMAGE,
-            num_hands=settings.num_hands,
-            min_hand_detection_confidence=settings.min_hand_detection_confidence,
-            min_hand_presence_confidence=settings.min_hand_presence_confidence,
-            min_tracking_confidence=settings.min_tracking_confidence,
+            **settings.teacher_options,
         )
         self._landmarker = vision.HandLandmarker.create_from_options(options)
 

@@ -1,29 +1,35 @@
 """Fit the student: seeded, checkpointed every epoch, resumable to the same result.
 
-One training step: a batch of decoded uint8 images and their input-frame landmarks goes to the
-device; geometry augmentation moves both with one affine, colour augmentation follows; the loss is
-the coordinate loss (optionally weighted per sample by the teacher's confidence) plus, for the
-spatial heads, a KL term on their heatmap / SimCC distributions. Optional: linear warm-up before
-the cosine schedule, an exponential moving average (EMA) of the weights that is what validation,
-``best.pt`` and prediction use, and initial weights from the pretrain stage.
+``fit`` reads as its steps: check the splits, ``build`` the model, optimizer and moving average,
+``resume`` an interrupted run, then per epoch ``train_one_epoch``, ``validate`` and
+``save_epoch``. One training step (``train_step``): a batch of decoded uint8 images and their
+input-frame landmarks goes to the device; geometry augmentation moves both with one affine, colour
+augmentation follows; the loss is the coordinate loss (optionally weighted per sample by the
+teacher's confidence) plus, for the spatial heads, a KL term on their heatmap / SimCC
+distributions. Optional: linear warm-up before the cosine schedule, an exponential moving average
+(EMA) of the weights that is what validation, ``best.pt`` and prediction use, and initial weights
+from the pretrain stage.
 
 Under torchrun (``pipeline.distributed``) the same loop runs in every process: the epoch's
 shuffled order is the same everywhere, each global batch of ``train.batch_size`` is shared out
 between the processes (so the effective batch does not depend on their number), DDP averages the
 gradients, each process augments its share with its own random stream, validation is split
 between them and gathered, and only rank 0 writes checkpoints and logs.
+
+Resuming: a ``last.pt`` of the same run (``pipeline.checkpoint.fingerprint``) that stopped before
+its last epoch is continued, and ends exactly where an uninterrupted run does. A finished one is
+never taken as the result of a new run (DVC re-ran the stage: ``-f``, a changed execution-only key
+such as ``train.threads``): the run starts again. ``train.resume: false`` always starts again.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,93 +38,81 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline import distributed
-from pipeline.augment import GeometrySettings, augment_geometry, color_augment
-from pipeline.codec import LandmarkCodec, to_pixels
-from pipeline.data import DiskImages, SplitData, batches, image_chunks
-from pipeline.io import atomic_path
-from pipeline.keypoints import NUM_JOINTS, hand_size
+from pipeline.augment import augment_geometry, color_augment, geometry_enabled
+from pipeline.batching import batches
+from pipeline.checkpoint import (
+    BEST,
+    CHECKPOINT_FORMAT,
+    LAST,
+    fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+    state_digest,
+)
+from pipeline.codec import LandmarkCodec
+from pipeline.data import DiskImages, SplitData, image_chunks
+from pipeline.inference import autocast, predict, select_device
 from pipeline.losses import CoordinateLoss
-from pipeline.metrics import landmark_metrics
+from pipeline.metrics import validation_metrics
 from pipeline.model import LandmarkRegressor, ModelConfig, build_model, load_matching
 from pipeline.params import TrainParams
-
-CHECKPOINT_FORMAT = 1
-LAST, BEST = "last.pt", "best.pt"
-# train.processes is replaced by the number of processes actually running (torchrun may be
-# started by hand), which does change the numbers.
-EXECUTION_ONLY_KEYS = ("threads", "cache_budget_mib", "processes")
 
 
 class TrainingError(RuntimeError):
     pass
 
 
-class CheckpointError(RuntimeError):
-    pass
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val: dict
+    history: list[dict] = field(default_factory=list)
+    resumed_from_epoch: int = 0
 
 
-def select_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("train.device=cuda but no CUDA GPU is visible; use train.device=auto")
-    if name == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise TrainingError("train.device=mps but MPS is not available; use train.device=auto")
-    return torch.device(name)
+@dataclass
+class TrainingState:
+    """What a run carries from epoch to epoch, and what its checkpoints hold."""
+
+    model: LandmarkRegressor
+    optimizer: torch.optim.Optimizer
+    average: WeightAverage | None
+    codec: LandmarkCodec
+    config: ModelConfig
+    fingerprint: str
+    start_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"epoch": 0, "metrics": {"mpjpe_px": math.inf}})
+
+    @property
+    def evaluated(self) -> LandmarkRegressor:
+        """The weights that predict: the moving average when there is one."""
+        return self.average.model if self.average is not None else self.model
 
 
-def code_digest() -> str:
-    """The source of this package (every .py file under pipeline/): what computes the numbers.
+@dataclass(frozen=True)
+class StepContext:
+    """What every training step of a run uses (fixed for the run)."""
 
-    A checkpoint written by other code must not be resumed. `dvc repro` re-runs the train stage
-    when its code changes, but keeps models/student (persist: true, for resuming after a kill):
-    without this, a finished last.pt from the old code would be "resumed" at its last epoch and
-    recorded as the new code's result.
-    """
-    package = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:16]
-
-
-def fingerprint(
-    params: TrainParams, data_digest: str, init_digest: str = "", world_size: int = 1
-) -> str:
-    """What a checkpoint must match to be resumed: every train param, the training data, the
-    initial weights (when they come from the pretrain stage) and the code."""
-    # Keys that change how a run executes but not its numbers do not block a resume.
-    content = {
-        "train": {
-            k: v for k, v in dataclasses.asdict(params).items() if k not in EXECUTION_ONLY_KEYS
-        },
-        "data": data_digest,
-        "code": code_digest(),
-    }
-    if init_digest:
-        content["init"] = init_digest
-    if world_size > 1:
-        content["world_size"] = world_size
-    payload = json.dumps(content, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def state_digest(state: dict) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        digest.update(name.encode())
-        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    params: TrainParams
+    device: torch.device
+    ranks: distributed.Ranks
+    codec: LandmarkCodec
+    frame: torch.Tensor  # (N, joints, 3) train landmarks in the input frame, z not standardised
+    aspect: torch.Tensor  # (N,) width / height of the picture each input shows
+    weights: torch.Tensor | None  # (N,) per-sample loss weights
+    images: torch.Tensor | DiskImages  # the decoded train images (on the device where they fit)
+    loss_fn: CoordinateLoss
+    scaler: torch.amp.GradScaler
+    batch_size: int
+    min_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
 
 
 def data_digest(*splits: SplitData) -> str:
+    """The decoded images and labels a run trains and validates on."""
     digest = hashlib.sha256()
     for split in splits:
         for chunk in image_chunks(split.images):
@@ -127,29 +121,7 @@ def data_digest(*splits: SplitData) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_config_for(params: TrainParams) -> ModelConfig:
-    return ModelConfig(
-        head=params.head,
-        dropout=params.dropout,
-        pretrained=params.pretrained,
-        image_size=params.image_size,
-        neck_channels=params.neck_channels,
-        simcc_ratio=params.simcc_ratio,
-    )
-
-
-def geometry_for(params: TrainParams) -> GeometrySettings:
-    return GeometrySettings(
-        flip_p=params.flip_p,
-        rotate_deg=params.rotate_deg,
-        scale_min=params.scale_min,
-        scale_max=params.scale_max,
-        translate=params.translate,
-        keep_margin=params.keep_margin,
-    )
-
-
-def _loss_fn(params: TrainParams) -> CoordinateLoss:
+def loss_for(params: TrainParams) -> CoordinateLoss:
     return CoordinateLoss(
         name=params.loss,
         smooth_l1_beta=params.smooth_l1_beta,
@@ -157,55 +129,6 @@ def _loss_fn(params: TrainParams) -> CoordinateLoss:
         wing_epsilon=params.wing_epsilon,
         z_weight=params.z_weight,
     )
-
-
-@torch.no_grad()
-def predict(
-    model: LandmarkRegressor,
-    images: torch.Tensor,
-    codec: LandmarkCodec,
-    device: torch.device,
-    batch_size: int = 64,
-    width: np.ndarray | None = None,
-    height: np.ndarray | None = None,
-    positions: np.ndarray | None = None,
-) -> np.ndarray:
-    """uint8 (N, 3, S, S) images → (N, joints, 3) landmarks in table units (x, y normalised).
-
-    ``width`` and ``height`` of the original images are needed by a letterbox codec.
-    ``positions``: predict only these images (their rows, in this order); width and height are
-    then those of all N images.
-    """
-    model.eval()
-    positions = np.arange(len(images)) if positions is None else np.asarray(positions)
-    if width is not None and height is not None:
-        width, height = np.asarray(width)[positions], np.asarray(height)[positions]
-    outputs = []
-    for chunk in batches(len(positions), batch_size, None):
-        index = torch.from_numpy(positions[chunk.numpy()])
-        x = images[index].to(device, non_blocking=True).float().div_(255)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device):
-            outputs.append(model(x).float().cpu())
-    if not outputs:
-        return np.zeros((0, NUM_JOINTS, 3))
-    return codec.decode(torch.cat(outputs), width, height, size=images.shape[-1])
-
-
-def compare(
-    predicted: np.ndarray, reference: np.ndarray, width: np.ndarray, height: np.ndarray
-) -> dict:
-    """Metrics of ``predicted`` vs ``reference`` (both normalised); hand size from the reference."""
-    predicted_px = to_pixels(predicted, width, height)
-    reference_px = to_pixels(reference, width, height)
-    return landmark_metrics(predicted_px, reference_px, hand_size(reference_px), width)
-
-
-def validation_metrics(predicted: np.ndarray, split: SplitData) -> dict:
-    metrics = compare(predicted, split.landmarks, split.width, split.height)
-    metrics["z_mae"] = round(float(np.mean(np.abs(predicted[..., 2] - split.landmarks[..., 2]))), 6)
-    return metrics
 
 
 def _resident(
@@ -217,13 +140,6 @@ def _resident(
     if images.numel() * images.element_size() < share_of_free * free_bytes:
         return images.to(device)
     return images.pin_memory()
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
 
 
 class WeightAverage:
@@ -283,76 +199,14 @@ def learning_rate(params: TrainParams, global_step: int, total_steps: int, warmu
     return lr
 
 
-@dataclass
-class FitResult:
-    best_epoch: int
-    best_val: dict
-    history: list[dict] = field(default_factory=list)
-    resumed_from_epoch: int = 0
+# ---------------------------------------------------------------------------------------------
+# The steps of a run
 
 
-def save_checkpoint(path: Path, payload: dict) -> None:
-    with atomic_path(path) as partial:
-        torch.save(payload, partial)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found; run `dvc repro train`")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read ({error}); delete it and retrain"
-        ) from None
-    required = {"format", "model_config", "codec", "model", "epoch", "fingerprint", "train_params"}
-    if not isinstance(payload, dict) or not required <= set(payload):
-        raise CheckpointError(
-            f"{path} is not a checkpoint of this project "
-            f"(missing {sorted(required - set(payload or {}))})"
-        )
-    if payload["format"] != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} has checkpoint format {payload['format']}, expected {CHECKPOINT_FORMAT}"
-        )
-    return payload
-
-
-def model_from_checkpoint(
-    payload: dict, path: str | Path = "checkpoint"
-) -> tuple[LandmarkRegressor, LandmarkCodec, ModelConfig]:
-    try:
-        config = ModelConfig.from_dict(payload["model_config"])
-        codec = LandmarkCodec.from_dict(payload["codec"])
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: model config or codec not understood ({error})") from None
-    model = build_model(dataclasses.replace(config, pretrained="none"))
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"{path}: weights do not fit the model its config describes: {error}"
-        ) from None
-    return model, codec, config
-
-
-def fit(
-    train: SplitData,
-    validation: SplitData,
-    params: TrainParams,
-    checkpoint_dir: Path,
-    on_epoch_end: Callable[[dict], None] | None = None,
-    log: Callable[[str], None] = print,
-    initial_weights: dict | None = None,
-) -> FitResult:
-    """Train, writing ``last.pt`` every epoch and ``best.pt`` when validation MPJPE improves.
-
-    A ``last.pt`` with the same fingerprint (params, data and initial weights) is resumed; every
-    epoch's random streams are seeded from (seed, epoch), so a resumed run ends exactly where an
-    uninterrupted one does. ``initial_weights`` (a state dict, e.g. from the pretrain stage) are
-    copied where names and shapes fit before training starts.
-    """
+def check_splits(
+    train: SplitData, validation: SplitData, params: TrainParams, initial_weights: dict | None
+) -> None:
+    """Errors a user can fix, before anything is built."""
     if len(train) < 2:
         raise TrainingError(
             f"the train split has {len(train)} image(s) after filtering; at least 2 are needed "
@@ -374,6 +228,281 @@ def fit(
             "train.pretrained=synthetic needs the pretrain stage's weights (models/pretrain); "
             "run `dvc repro` (the pretrain stage) or set train.pretrained=none"
         )
+
+
+def build(
+    params: TrainParams,
+    train: SplitData,
+    device: torch.device,
+    run_fingerprint: str,
+    initial_weights: dict | None,
+    log: Callable[[str], None],
+) -> TrainingState:
+    """A fresh run: the codec from the train split, the model (seeded), optimizer and EMA."""
+    torch.manual_seed(params.seed)
+    codec = LandmarkCodec.fit(train.landmarks, layout=params.input_layout)
+    config = ModelConfig.for_training(params)
+    model = build_model(config)
+    if initial_weights is not None:
+        loaded = load_matching(model, initial_weights)
+        if not any(name.startswith("features.") for name in loaded):
+            raise TrainingError(
+                "the initial weights do not fit this model's backbone; were they pretrained for "
+                "another train.head or train.image_size?"
+            )
+        log(f"initial weights: {len(loaded)} of {len(model.state_dict())} tensors loaded")
+    model = model.to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=params.lr, weight_decay=params.weight_decay
+    )
+    average = WeightAverage(model, params.ema_decay) if params.ema_decay > 0 else None
+    return TrainingState(model, optimizer, average, codec, config, run_fingerprint)
+
+
+def resume(
+    state: TrainingState,
+    last_path: Path,
+    params: TrainParams,
+    on_epoch_end: Callable[[dict], None] | None,
+    log: Callable[[str], None],
+) -> None:
+    """Continue an interrupted run of the same fingerprint from ``last_path``, in place."""
+    if not last_path.is_file():
+        return
+    if not params.resume:
+        log(f"train.resume is false: training from scratch (ignoring {last_path})")
+        return
+    saved = load_checkpoint(last_path)
+    if saved["fingerprint"] != state.fingerprint:
+        log(f"{last_path} is from other params, data or code; training from scratch")
+        return
+    if saved["epoch"] >= params.epochs:
+        # DVC re-ran the stage although this run had finished (`dvc repro -f`, or only an
+        # execution-only key such as train.threads changed): train again rather than pass off
+        # the old result as the new run's.
+        log(
+            f"{last_path} is a finished run of these params, data and code (epoch "
+            f"{saved['epoch']}/{params.epochs}); training again from scratch"
+        )
+        return
+    state.model.load_state_dict(saved.get("train_model", saved["model"]))
+    state.optimizer.load_state_dict(saved["optimizer"])
+    if state.average is not None:
+        state.average.model.load_state_dict(saved["model"])
+        state.average.updates = saved["ema_updates"]
+    state.start_epoch, state.history, state.best = saved["epoch"], saved["history"], saved["best"]
+    state.codec = LandmarkCodec.from_dict(saved["codec"])
+    log(f"resuming from {last_path} after epoch {state.start_epoch}")
+    for row in state.history:  # replay, so loggers hold the whole run
+        if on_epoch_end:
+            on_epoch_end(row)
+
+
+def step_model_for(
+    model: LandmarkRegressor, params: TrainParams, device: torch.device, ranks: distributed.Ranks
+):
+    """What a training step calls: ``forward_train``, wrapped for DDP and compiled if asked."""
+    if ranks.distributed:
+        # DDP broadcasts rank 0's weights at construction: every process starts identical.
+        step_model = DistributedDataParallel(
+            _TrainForward(model), device_ids=[device.index] if device.type == "cuda" else None
+        )
+    else:
+        step_model = model.forward_train
+    if params.compile:
+        step_model = torch.compile(step_model)
+    return step_model
+
+
+def train_step(
+    context: StepContext,
+    state: TrainingState,
+    step_model,
+    index: torch.Tensor,
+    global_step: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """One optimiser step on this process's share ``index`` of a global batch; returns the loss."""
+    params, device = context.params, context.device
+    for group in state.optimizer.param_groups:
+        group["lr"] = learning_rate(params, global_step, context.total_steps, context.warmup_steps)
+    x = context.images[index.to(context.images.device)].to(device, non_blocking=True)
+    x = x.float().div_(255)
+    landmarks = context.frame[index].to(device, non_blocking=True)
+    if geometry_enabled(params):
+        x, landmarks, _ = augment_geometry(x, landmarks, context.aspect[index], params, generator)
+    x = color_augment(x, params.color_jitter, params.grayscale_p, generator)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = context.codec.standardise(landmarks)
+    with autocast(device):
+        outputs = step_model(x)
+    loss = batch_loss(state.model, outputs, y, landmarks, params, context.loss_fn,
+                      context.weights, index)  # fmt: skip
+    if not torch.isfinite(loss):
+        return loss  # the caller stops the run with a message
+    state.optimizer.zero_grad(set_to_none=True)
+    context.scaler.scale(loss).backward()
+    context.scaler.step(state.optimizer)
+    context.scaler.update()
+    if state.average is not None:
+        state.average.update(state.model)
+    return loss
+
+
+def train_one_epoch(
+    context: StepContext,
+    state: TrainingState,
+    step_model,
+    epoch: int,
+    checkpoint_dir: Path,
+) -> tuple[float, int]:
+    """One pass over the train split in the epoch's seeded order; (loss sum, images seen) over
+    every process."""
+    params, ranks = context.params, context.ranks
+    epoch_seed = params.seed * 100_003 + epoch
+    generator = torch.Generator().manual_seed(epoch_seed)  # order and augmentation
+    count = len(context.frame)
+    if ranks.distributed:
+        # The same order everywhere, but each process's own augmentation and dropout.
+        process_seed = _process_seed(epoch_seed, ranks.rank)
+        epoch_order = batches(count, context.batch_size, generator, context.min_batch)
+        generator = torch.Generator().manual_seed(process_seed)
+        torch.manual_seed(process_seed)
+    else:
+        torch.manual_seed(epoch_seed)  # dropout
+        epoch_order = batches(count, context.batch_size, generator)
+    state.model.train()
+    loss_sum, seen = 0.0, 0
+    for step, global_index in enumerate(epoch_order):
+        index = distributed.shard(global_index, ranks)
+        global_step = epoch * context.steps_per_epoch + step
+        loss = train_step(context, state, step_model, index, global_step, generator)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                f"lower train.lr (now {params.lr}) or check the labels. Checkpoints of earlier "
+                f"epochs are kept in {checkpoint_dir}."
+            )
+        loss_sum += loss.item() * len(index)
+        seen += len(index)
+    loss_sum, seen = distributed.sum_across([loss_sum, seen], context.device)
+    return loss_sum, seen
+
+
+def validate(state: TrainingState, validation: SplitData, context: StepContext) -> dict[str, float]:
+    """Validation metrics of the evaluated weights, the work shared between the processes."""
+    ranks = context.ranks
+    distributed.broadcast_buffers(state.evaluated)
+    share = distributed.contiguous_shares(len(validation), ranks)[ranks.rank]
+    predicted = distributed.gather_rows(
+        predict(
+            state.evaluated,
+            validation.images,
+            state.codec,
+            context.device,
+            context.batch_size,
+            validation.width,
+            validation.height,
+            positions=share,
+        )
+    )
+    return validation_metrics(predicted, validation.landmarks, validation.width, validation.height)
+
+
+def save_epoch(
+    state: TrainingState,
+    params: TrainParams,
+    row: dict,
+    checkpoint_dir: Path,
+    context: StepContext,
+) -> None:
+    """``best.pt`` when validation improved, then ``last.pt`` (rank 0 writes; all wait)."""
+    epoch, val = row["epoch"], row["val"]
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": state.config.to_dict(),
+        "codec": state.codec.to_dict(),
+        # the weights that predict: the moving average when there is one
+        "model": {k: v.detach().cpu() for k, v in state.evaluated.state_dict().items()},
+        "epoch": epoch,
+        "fingerprint": state.fingerprint,
+        "train_params": asdict(params),
+        "history": state.history,
+        "device": str(context.device),
+    }
+    if context.ranks.distributed:
+        payload["processes"] = context.ranks.world_size
+    improved = val["mpjpe_px"] < state.best["metrics"]["mpjpe_px"]
+    if improved:
+        state.best = {"epoch": epoch, "metrics": val}
+    if context.ranks.is_main:
+        if improved:
+            save_checkpoint(checkpoint_dir / BEST, {**payload, "best": state.best})
+        resume_state = {"best": state.best, "optimizer": state.optimizer.state_dict()}
+        if state.average is not None:
+            resume_state["train_model"] = {
+                k: v.detach().cpu() for k, v in state.model.state_dict().items()
+            }
+            resume_state["ema_updates"] = state.average.updates
+        # last.pt after best.pt: a run killed in between redoes this epoch, identically.
+        save_checkpoint(checkpoint_dir / LAST, {**payload, **resume_state})
+    distributed.barrier()  # no process runs ahead of a checkpoint it may resume from
+
+
+def step_context(
+    params: TrainParams,
+    state: TrainingState,
+    train: SplitData,
+    device: torch.device,
+    ranks: distributed.Ranks,
+    batch_size: int,
+    min_batch: int,
+) -> StepContext:
+    # Landmarks in the input frame, z not yet standardised: augmentation moves them, then the
+    # codec standardises z per batch.
+    codec, size = state.codec, params.image_size
+    frame = codec.to_input(train.landmarks, train.width, train.height, size).astype(np.float32)
+    steps_per_epoch = len(batches(len(train), batch_size, None, min_batch))
+    return StepContext(
+        params=params,
+        device=device,
+        ranks=ranks,
+        codec=codec,
+        frame=torch.tensor(frame),
+        aspect=torch.tensor(codec.aspect(train.width, train.height)),
+        weights=sample_weights(train, params.score_weight_power),
+        # Decoded images stay on the GPU when they fit comfortably; else pinned for async copies.
+        images=_resident(train.images, device),
+        loss_fn=loss_for(params),
+        scaler=torch.amp.GradScaler(
+            "cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        ),
+        batch_size=batch_size,
+        min_batch=min_batch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=steps_per_epoch * params.epochs,
+        warmup_steps=round(params.warmup_epochs * steps_per_epoch),
+    )
+
+
+def fit(
+    train: SplitData,
+    validation: SplitData,
+    params: TrainParams,
+    checkpoint_dir: Path,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] = print,
+    initial_weights: dict | None = None,
+) -> FitResult:
+    """Train, writing ``last.pt`` every epoch and ``best.pt`` when validation MPJPE improves.
+
+    An interrupted ``last.pt`` of the same run is resumed (see the module docstring); every
+    epoch's random streams are seeded from (seed, epoch), so a resumed run ends exactly where an
+    uninterrupted one does. ``initial_weights`` (a state dict, e.g. from the pretrain stage) are
+    copied where names and shapes fit before training starts.
+    """
+    check_splits(train, validation, params, initial_weights)
     if params.threads:
         torch.set_num_threads(params.threads)
     ranks = distributed.current_ranks()
@@ -392,149 +521,27 @@ def fit(
             f"the train split has {len(train)}"
         )
     init_digest = state_digest(initial_weights) if initial_weights is not None else ""
-    run_fingerprint = fingerprint(
-        params, data_digest(train, validation), init_digest, ranks.world_size
-    )
+    run_fingerprint = fingerprint(params, data_digest(train, validation), init_digest)
     if len(set(distributed.gather_rows(np.array([run_fingerprint])))) > 1:
         raise TrainingError(
             "the training processes have different data, params or code (their fingerprints "
             "differ); does every process see the same data.root and the same checkout?"
         )
     checkpoint_dir = Path(checkpoint_dir)
-    last_path, best_path = checkpoint_dir / LAST, checkpoint_dir / BEST
 
-    torch.manual_seed(params.seed)
-    codec = LandmarkCodec.fit(train.landmarks, layout=params.input_layout)
-    config = model_config_for(params)
-    model = build_model(config)
-    if initial_weights is not None:
-        loaded = load_matching(model, initial_weights)
-        if not any(name.startswith("features.") for name in loaded):
-            raise TrainingError(
-                "the initial weights do not fit this model's backbone; were they pretrained for "
-                "another train.head or train.image_size?"
-            )
-        log(f"initial weights: {len(loaded)} of {len(model.state_dict())} tensors loaded")
-    model = model.to(device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=params.lr, weight_decay=params.weight_decay
-    )
-    average = WeightAverage(model, params.ema_decay) if params.ema_decay > 0 else None
-    start_epoch, history, best = 0, [], {"epoch": 0, "metrics": {"mpjpe_px": math.inf}}
-
-    if last_path.is_file():
-        state = load_checkpoint(last_path)
-        if state["fingerprint"] == run_fingerprint:
-            model.load_state_dict(state.get("train_model", state["model"]))
-            optimizer.load_state_dict(state["optimizer"])
-            if average is not None:
-                average.model.load_state_dict(state["model"])
-                average.updates = state["ema_updates"]
-            start_epoch, history, best = state["epoch"], state["history"], state["best"]
-            codec = LandmarkCodec.from_dict(state["codec"])
-            log(f"resuming from {last_path} after epoch {start_epoch}")
-            for row in history:  # replay, so loggers hold the whole run
-                if on_epoch_end:
-                    on_epoch_end(row)
-        else:
-            log(f"{last_path} is from other params, data or code; training from scratch")
+    state = build(params, train, device, run_fingerprint, initial_weights, log)
+    resume(state, checkpoint_dir / LAST, params, on_epoch_end, log)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-        if average is not None:
-            average.model = average.model.to(memory_format=torch.channels_last)
-    evaluated = average.model if average is not None else model
+        state.model = state.model.to(memory_format=torch.channels_last)
+        if state.average is not None:
+            state.average.model = state.average.model.to(memory_format=torch.channels_last)
+    context = step_context(params, state, train, device, ranks, batch_size, min_batch)
+    step_model = step_model_for(state.model, params, device, ranks)
 
-    # Landmarks in the input frame, z not yet standardised: augmentation moves them, then the
-    # codec standardises z per batch.
-    size = params.image_size
-    frame = torch.tensor(
-        codec.to_input(train.landmarks, train.width, train.height, size).astype(np.float32)
-    )
-    aspect = torch.tensor(codec.aspect(train.width, train.height))
-    weights = sample_weights(train, params.score_weight_power)
-    geometry = geometry_for(params)
-    # Decoded images stay on the GPU when they fit comfortably; else pinned for async copies.
-    train_images = _resident(train.images, device)
-    if ranks.distributed:
-        # DDP broadcasts rank 0's weights at construction: every process starts identical.
-        step_model = DistributedDataParallel(
-            _TrainForward(model), device_ids=[device.index] if device.type == "cuda" else None
-        )
-    else:
-        step_model = model.forward_train
-    if params.compile:
-        step_model = torch.compile(step_model)
-    loss_fn = _loss_fn(params)
-    steps_per_epoch = len(batches(len(train), batch_size, None, min_batch))
-    validation_share = distributed.contiguous_shares(len(validation), ranks)[ranks.rank]
-    total_steps = steps_per_epoch * params.epochs
-    warmup_steps = round(params.warmup_epochs * steps_per_epoch)
-    scaler = torch.amp.GradScaler(
-        "cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    )
-
-    for epoch in range(start_epoch, params.epochs):
+    for epoch in range(state.start_epoch, params.epochs):
         started = time.perf_counter()
-        epoch_seed = params.seed * 100_003 + epoch
-        generator = torch.Generator().manual_seed(epoch_seed)  # order and augmentation
-        if ranks.distributed:
-            # The same order everywhere, but each process's own augmentation and dropout.
-            process_seed = _process_seed(epoch_seed, ranks.rank)
-            epoch_order = batches(len(train), batch_size, generator, min_batch)
-            generator = torch.Generator().manual_seed(process_seed)
-            torch.manual_seed(process_seed)
-        else:
-            torch.manual_seed(epoch_seed)  # dropout
-            epoch_order = batches(len(train), batch_size, generator)
-        model.train()
-        loss_sum, seen = 0.0, 0
-        for step, global_index in enumerate(epoch_order):
-            index = distributed.shard(global_index, ranks)
-            global_step = epoch * steps_per_epoch + step
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(params, global_step, total_steps, warmup_steps)
-            x = train_images[index.to(train_images.device)].to(device, non_blocking=True)
-            x = x.float().div_(255)
-            landmarks = frame[index].to(device, non_blocking=True)
-            if geometry.enabled:
-                x, landmarks, _ = augment_geometry(x, landmarks, aspect[index], geometry, generator)
-            x = color_augment(x, params.color_jitter, params.grayscale_p, generator)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = codec.standardise(landmarks)
-            with _autocast(device):
-                outputs = step_model(x)
-            loss = _batch_loss(model, outputs, y, landmarks, params, loss_fn, weights, index)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                    f"lower train.lr (now {params.lr}) or check the labels. Checkpoints of earlier "
-                    f"epochs are kept in {checkpoint_dir}."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if average is not None:
-                average.update(model)
-            loss_sum += loss.item() * len(index)
-            seen += len(index)
-
-        loss_sum, seen = distributed.sum_across([loss_sum, seen], device)
-        distributed.broadcast_buffers(evaluated)
-        predicted = distributed.gather_rows(
-            predict(
-                evaluated,
-                validation.images,
-                codec,
-                device,
-                batch_size,
-                validation.width,
-                validation.height,
-                positions=validation_share,
-            )
-        )
-        val = validation_metrics(predicted, validation)
+        loss_sum, seen = train_one_epoch(context, state, step_model, epoch, checkpoint_dir)
+        val = validate(state, validation, context)
         seconds = time.perf_counter() - started
         row = {
             "epoch": epoch + 1,
@@ -543,49 +550,23 @@ def fit(
             "seconds": round(seconds, 2),
             "images_per_second": round(seen / seconds, 2),
         }
-        history.append(row)
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "model_config": config.to_dict(),
-            "codec": codec.to_dict(),
-            # the weights that predict: the moving average when there is one
-            "model": {k: v.detach().cpu() for k, v in evaluated.state_dict().items()},
-            "epoch": epoch + 1,
-            "fingerprint": run_fingerprint,
-            "train_params": dataclasses.asdict(params),
-            "history": history,
-            "device": str(device),
-        }
-        if ranks.distributed:
-            payload["processes"] = ranks.world_size
-        improved = val["mpjpe_px"] < best["metrics"]["mpjpe_px"]
-        if improved:
-            best = {"epoch": epoch + 1, "metrics": val}
-        if ranks.is_main:
-            if improved:
-                save_checkpoint(best_path, {**payload, "best": best})
-            resume = {"best": best, "optimizer": optimizer.state_dict()}
-            if average is not None:
-                resume["train_model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                resume["ema_updates"] = average.updates
-            # last.pt after best.pt: a run killed in between redoes this epoch, identically.
-            save_checkpoint(last_path, {**payload, **resume})
-        distributed.barrier()  # no process runs ahead of a checkpoint it may resume from
+        state.history.append(row)
+        save_epoch(state, params, row, checkpoint_dir, context)
         log(
             f"epoch {epoch + 1}/{params.epochs} loss {row['train_loss']:.4f} "
             f"val MPJPE {val['mpjpe_px']:.2f}px PCK@0.1 {val['pck_10']:.3f} ({seconds:.1f}s)"
         )
         if on_epoch_end:
             on_epoch_end(row)
-    if not best_path.is_file():
+    if not (checkpoint_dir / BEST).is_file():
         raise TrainingError(
             f"no best checkpoint in {checkpoint_dir}; delete the folder and retrain"
         )
     return FitResult(
-        best_epoch=best["epoch"],
-        best_val=best["metrics"],
-        history=history,
-        resumed_from_epoch=start_epoch,
+        best_epoch=state.best["epoch"],
+        best_val=state.best["metrics"],
+        history=state.history,
+        resumed_from_epoch=state.start_epoch,
     )
 
 
@@ -593,7 +574,7 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _batch_loss(
+def batch_loss(
     model: LandmarkRegressor,
     outputs,
     targets: torch.Tensor,

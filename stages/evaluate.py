@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from pathlib import Path
 
 import cv2
 
+from pipeline.checkpoint import BEST, CheckpointError, load_checkpoint, model_from_checkpoint
 from pipeline.evaluation import evaluate_split, load_eval_split, overlay_grid
+from pipeline.inference import select_device
 from pipeline.io import atomic_path, read_table, write_json, write_table
-from pipeline.params import load_params
-from pipeline.training import (
-    BEST,
-    CheckpointError,
-    load_checkpoint,
-    model_from_checkpoint,
-    select_device,
-)
-from stages.split import KEPT
-from stages.train import CHECKPOINTS
-
-METRICS = Path("metrics/evaluate.json")
-PLOTS = Path("plots")
+from pipeline.params import load_params, run_differences
+from pipeline.paths import EVALUATE_METRICS as METRICS
+from pipeline.paths import PLOTS_DIR as PLOTS
+from pipeline.paths import SPLIT_LABELS as KEPT
+from pipeline.paths import STUDENT_DIR as CHECKPOINTS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,9 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     checkpoint_path = CHECKPOINTS / BEST
     checkpoint = load_checkpoint(checkpoint_path)
-    expected = dataclasses.asdict(params.train)
-    if checkpoint["train_params"] != expected:
-        changed = sorted(k for k in expected if checkpoint["train_params"].get(k) != expected[k])
+    changed = run_differences(checkpoint["train_params"], params.train)
+    if changed:  # execution-only keys (threads, device, ...) do not make it another run
         raise CheckpointError(
             f"{checkpoint_path} was trained with other train params ({', '.join(changed)} differ); "
             "run `dvc repro train` first"

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from pipeline.checkpoint import BEST
 from pipeline.export import export_onnx
 from pipeline.io import write_json
-from pipeline.training import BEST
-from stages.train import CHECKPOINTS
-
-ONNX = Path("models/student.onnx")
-METRICS = Path("metrics/export.json")
+from pipeline.paths import EXPORT_METRICS as METRICS
+from pipeline.paths import ONNX_MODEL as ONNX
+from pipeline.paths import STUDENT_DIR as CHECKPOINTS
 
 
 def main(argv: list[str] | None = None) -> None:

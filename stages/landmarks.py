@@ -7,18 +7,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pipeline.io import write_json, write_table
 from pipeline.labeling import label_images, labeling_metrics, require_labelled, skipped_table
 from pipeline.params import load_params
-from pipeline.sources import list_images
-from pipeline.teacher import TeacherSettings, sha256_of
-from stages.teacher import MODEL
-
-TABLE = Path("data/landmarks/labels.parquet")
-SKIPPED = Path("data/landmarks/skipped.csv")
-METRICS = Path("metrics/landmarks.json")
+from pipeline.paths import LABELS as TABLE
+from pipeline.paths import LANDMARKS_METRICS as METRICS
+from pipeline.paths import SKIPPED
+from pipeline.paths import TEACHER_MODEL as MODEL
+from pipeline.sources.listing import list_images
+from pipeline.teacher import sha256_of
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,19 +34,13 @@ def main(argv: list[str] | None = None) -> None:
         test_fraction=data.test_fraction,
         split_seed=data.split_seed,
     )
-    settings = TeacherSettings(
-        num_hands=landmarks.num_hands,
-        min_hand_detection_confidence=landmarks.min_hand_detection_confidence,
-        min_hand_presence_confidence=landmarks.min_hand_presence_confidence,
-        min_tracking_confidence=landmarks.min_tracking_confidence,
-    )
     if landmarks.engine == "ray":
         from pipeline.ray_labeling import label_images_ray
 
         result = label_images_ray(
             listing,
             MODEL,
-            settings,
+            landmarks,
             landmarks.workers,
             progress=not args.no_progress,
             address=landmarks.ray_address,
@@ -56,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     else:
         result = label_images(
-            listing, MODEL, settings, landmarks.worker_count, progress=not args.no_progress
+            listing, MODEL, landmarks, landmarks.worker_count, progress=not args.no_progress
         )
     require_labelled(result, data.root)  # before any output: nothing readable is an error
     metrics = labeling_metrics(result, sha256_of(MODEL))

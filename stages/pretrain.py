@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from pipeline.params import load_params
-from pipeline.pretraining import PRETRAIN_DIR, pretrain
+from pipeline.paths import PRETRAIN_DIR
+from pipeline.pretraining import pretrain
 
 
 def main(argv: list[str] | None = None) -> None:

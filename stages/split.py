@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pipeline.io import read_table, write_json, write_table
 from pipeline.params import load_params
+from pipeline.paths import DROPPED, SKIPPED
+from pipeline.paths import LABELS as TABLE
+from pipeline.paths import SPLIT_LABELS as KEPT
+from pipeline.paths import SPLIT_METRICS as METRICS
 from pipeline.splitting import filter_labels, split_metrics
-from stages.landmarks import SKIPPED, TABLE
-
-KEPT = Path("data/split/labels.parquet")
-DROPPED = Path("data/split/dropped.csv")
-METRICS = Path("metrics/split.json")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from pipeline.params import DataParams, load_params
+from pipeline.params import load_params
+from pipeline.paths import SYNTHETIC_ROOT
 from pipeline.sources.synthetic import write_synthetic_dataset
 
 
@@ -14,8 +14,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = load_params(args.params).synthetic
-    summary = write_synthetic_dataset(Path(DataParams.SYNTHETIC_ROOT), params)
-    print(f"synthetic data set in {DataParams.SYNTHETIC_ROOT}: {summary}")
+    summary = write_synthetic_dataset(SYNTHETIC_ROOT, params)
+    print(f"synthetic data set in {SYNTHETIC_ROOT}: {summary}")
 
 
 if __name__ == "__main__":

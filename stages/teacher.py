@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pipeline.io import write_json
 from pipeline.params import load_params
+from pipeline.paths import TEACHER_METRICS as METRICS
+from pipeline.paths import TEACHER_MODEL as MODEL
 from pipeline.teacher import build_teacher_model
-
-MODEL = Path("models/teacher/hand_landmarker.task")
-METRICS = Path("metrics/teacher.json")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,21 +6,19 @@ import argparse
 import dataclasses
 import os
 import sys
-from pathlib import Path
 
 from dvclive import Live
 
 from pipeline import distributed
+from pipeline.checkpoint import PRETRAINED_WEIGHTS, load_pretrained_weights
 from pipeline.data import load_split
 from pipeline.io import read_table
 from pipeline.machine import available_cores
 from pipeline.params import Params, load_params
-from pipeline.pretraining import PRETRAINED_WEIGHTS, load_pretrained_weights
+from pipeline.paths import LIVE_DIR
+from pipeline.paths import SPLIT_LABELS as KEPT
+from pipeline.paths import STUDENT_DIR as CHECKPOINTS
 from pipeline.training import fit
-from stages.split import KEPT
-
-CHECKPOINTS = Path("models/student")
-LIVE_DIR = Path("dvclive")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,7 +53,7 @@ def train_student(params: Params, ranks: distributed.Ranks) -> None:
     )
     initial_weights = None
     if params.train.pretrained == "synthetic":
-        initial_weights = load_pretrained_weights(PRETRAINED_WEIGHTS, params.train)
+        initial_weights = load_pretrained_weights(PRETRAINED_WEIGHTS, params.pretrain, params.train)
     if not ranks.is_main:  # fit shares the work; rank 0 alone logs and writes
         fit(train, validation, params.train, CHECKPOINTS, initial_weights=initial_weights)
         return

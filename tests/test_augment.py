@@ -9,18 +9,26 @@ import pytest
 import torch
 
 from pipeline.augment import (
-    GeometrySettings,
     augment_geometry,
     color_augment,
+    geometry_enabled,
     handedness_after,
     random_affines,
     transform_points,
     warp_images,
 )
 from pipeline.keypoints import NUM_JOINTS
+from pipeline.params import TrainParams
+
+
+def geometry_params(**geometry) -> TrainParams:
+    """Train params with every geometry augmentation off but those given."""
+    off = {"flip_p": 0.0, "rotate_deg": 0.0, "scale_min": 1.0, "scale_max": 1.0, "translate": 0.0}
+    return TrainParams(**{**off, **geometry})
+
 
 SIZE = 64
-ALL_ON = GeometrySettings(
+ALL_ON = geometry_params(
     flip_p=0.5, rotate_deg=40, scale_min=0.7, scale_max=1.3, translate=0.15, keep_margin=0.05
 )
 
@@ -79,7 +87,7 @@ def test_a_drawn_landmark_is_found_again_after_the_transform(aspect):
 def test_flip_mirrors_x_keeps_joints_and_swaps_handedness():
     landmarks = hand_points(4, seed=2)
     generator = torch.Generator().manual_seed(0)
-    flip_only = GeometrySettings(flip_p=1.0, keep_margin=-1)
+    flip_only = geometry_params(flip_p=1.0, keep_margin=-1)
     images = blob_images(landmarks[:, 0, :2].numpy())
     warped, moved, flipped = augment_geometry(
         images, landmarks, torch.full((4,), 4 / 3), flip_only, generator
@@ -101,7 +109,7 @@ def test_rotation_is_a_rotation_of_the_photo_not_of_the_squashed_square():
     # A 640x480 photo squashed to a square: rotating by 90 degrees must keep physical lengths.
     aspect = 4 / 3
     landmarks = hand_points(8, seed=3)
-    settings = GeometrySettings(rotate_deg=90, keep_margin=-1)
+    settings = geometry_params(rotate_deg=90, keep_margin=-1)
     matrices, _ = random_affines(landmarks, torch.full((8,), aspect), settings, torch.Generator())
     moved = transform_points(landmarks.double(), matrices)
     physical = torch.tensor([aspect, 1.0], dtype=torch.float64)
@@ -113,7 +121,7 @@ def test_rotation_is_a_rotation_of_the_photo_not_of_the_squashed_square():
 def test_scale_scales_z_and_the_hand_stays_in_view():
     landmarks = hand_points(64, seed=4)
     landmarks[:, :, :2] = (landmarks[:, :, :2] - 0.5) * 2.5 + 0.5  # large hands
-    settings = GeometrySettings(scale_min=1.2, scale_max=1.2, translate=0.4, keep_margin=0.05)
+    settings = geometry_params(scale_min=1.2, scale_max=1.2, translate=0.4, keep_margin=0.05)
     images = torch.zeros(64, 3, 16, 16)
     _, moved, _ = augment_geometry(
         images, landmarks, torch.ones(64), settings, torch.Generator().manual_seed(1)
@@ -126,11 +134,11 @@ def test_scale_scales_z_and_the_hand_stays_in_view():
 
 
 def test_switched_off_draws_nothing_and_identity_warp_keeps_the_image():
-    assert not GeometrySettings().enabled
+    assert not geometry_enabled(geometry_params())
     generator = torch.Generator().manual_seed(5)
     state = generator.get_state()
     landmarks = hand_points(3, seed=5)
-    matrices, flipped = random_affines(landmarks, torch.ones(3), GeometrySettings(), generator)
+    matrices, flipped = random_affines(landmarks, torch.ones(3), geometry_params(), generator)
     assert torch.equal(generator.get_state(), state) and not flipped.any()
     torch.testing.assert_close(
         matrices[:, :, :2], torch.eye(2, dtype=torch.float64).expand(3, 2, 2)

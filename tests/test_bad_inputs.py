@@ -15,8 +15,8 @@ import yaml
 
 from pipeline.images import read_image
 from pipeline.keypoints import NUM_JOINTS
-from pipeline.labeling import LANDMARK_COLUMNS
 from pipeline.params import ParamsError
+from pipeline.schema import LANDMARK_COLUMNS
 from pipeline.sources import DataLayoutError
 from tests.test_images import _jpeg_with_orientation
 

@@ -7,19 +7,14 @@ import pytest
 import torch
 
 from pipeline import export
+from pipeline.checkpoint import BEST, CheckpointError, load_checkpoint, model_from_checkpoint
 from pipeline.codec import NUM_OUTPUTS, LandmarkCodec
-from pipeline.export import (
-    INPUT_NAME,
-    METADATA_KEY,
-    OUTPUT_NAME,
-    ExportError,
-    export_onnx,
-    read_metadata,
-    session,
-)
+from pipeline.export import ExportError, export_onnx, read_metadata
+from pipeline.inference import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
+from pipeline.inference import onnx_session as session
 from pipeline.model import ModelConfig
 from pipeline.params import TrainParams
-from pipeline.training import BEST, CheckpointError, fit, load_checkpoint, model_from_checkpoint
+from pipeline.training import fit
 from tests.tiny import skeleton_split
 
 TINY = TrainParams(image_size=32, epochs=1, batch_size=4, device="cpu", threads=2)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.dvc_repo import commit, make_repo, run
 
@@ -101,3 +102,28 @@ def test_unknown_param_key_fails_repro_and_exp_run_though_no_stage_reads_it(repo
     finally:
         params.write_text(original)
     assert "up to date" in run(["dvc", "status"], repo)
+
+
+def test_execution_only_change_after_a_finished_run_trains_again_and_evaluates(repo):
+    """train.threads changes how a run executes, not which run it is: DVC re-runs train, which
+    trains again (a finished run is never passed off as a new one), and evaluate takes best.pt
+    (it used to refuse it: its check compared every train key)."""
+    commit(repo, "before threads")
+    result = subprocess.run(
+        ["dvc", "exp", "run", "-S", "train.threads=1"], cwd=repo, capture_output=True, text=True
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "finished run of these params, data and code" in output
+    assert "training again from scratch" in output and "resuming" not in output
+    assert "Running stage 'evaluate'" in output
+    evaluation = read_json(repo / "metrics/evaluate.json")
+    assert evaluation["checkpoint_epoch"] == read_json(repo / "dvclive/metrics.json")["best_epoch"]
+    assert evaluation["test"]["student_vs_teacher"]["mpjpe_px"] > 0
+
+
+def test_forced_repro_of_train_trains_again(repo):
+    forced = run(["dvc", "repro", "-f", "-s", "train"], repo)
+    assert "training again from scratch" in forced and "resuming" not in forced
+    epochs = yaml.safe_load((repo / "params.yaml").read_text())["train"]["epochs"]
+    assert forced.count(f"/{epochs} loss") == epochs  # every epoch trained, none skipped

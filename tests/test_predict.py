@@ -11,13 +11,16 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline.checkpoint import BEST, CheckpointError, load_checkpoint
 from pipeline.cli import main
 from pipeline.data import load_split
 from pipeline.export import export_onnx
+from pipeline.inference import load_model
+from pipeline.inference import predict as training_predict
 from pipeline.keypoints import NUM_JOINTS, column_names, hand_size
 from pipeline.labeling import label_images
 from pipeline.params import TrainParams
-from pipeline.predict import InputError, find_inputs, load_model, predict_path, skipped_path
+from pipeline.predict import InputError, find_inputs, predict_path, skipped_path
 from pipeline.scoring import (
     DEFAULT_SETTINGS,
     default_label_cache_dir,
@@ -25,8 +28,7 @@ from pipeline.scoring import (
     score_folder,
     score_predictions,
 )
-from pipeline.training import BEST, CheckpointError, fit, load_checkpoint
-from pipeline.training import predict as training_predict
+from pipeline.training import fit
 from tests.conftest import noise_image, write_png
 from tests.tiny import TEMPLATE, skeleton_photos, skeleton_split
 
@@ -252,7 +254,7 @@ def test_bad_input_is_a_clear_error(checkpoint, tmp_path, capsys):
         predict_path(tmp_path / "missing.onnx", photos)
 
     payload = load_checkpoint(checkpoint)
-    payload["model_config"]["hidden"] = 256  # another config than the weights were trained with
+    payload["model_config"]["neck_channels"] = 48  # another config than the weights were made with
     torch.save(payload, tmp_path / "other-config.pt")
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(tmp_path / "other-config.pt")

@@ -10,15 +10,15 @@ import pytest
 import torch
 import yaml
 
-from pipeline.params import PretrainParams, TrainParams
-from pipeline.pretraining import (
-    DISABLED_MARKER,
+from pipeline.checkpoint import (
     PRETRAINED_WEIGHTS,
+    CheckpointError,
+    load_checkpoint,
     load_pretrained_weights,
-    pretrain,
-    render_split,
 )
-from pipeline.training import CheckpointError, fit, load_checkpoint
+from pipeline.params import PretrainParams, TrainParams
+from pipeline.pretraining import DISABLED_MARKER, pretrain, render_split
+from pipeline.training import fit
 from tests.tiny import skeleton_split
 
 TRAIN = TrainParams(
@@ -49,7 +49,7 @@ def test_pretrain_stage_writes_weights_the_train_stage_starts_from(tmp_path, mon
     params = {"pretrain": dataclasses.asdict(PRETRAIN), "train": dataclasses.asdict(TRAIN)}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     stage.main([])
-    weights = load_pretrained_weights(PRETRAINED_WEIGHTS, TRAIN)
+    weights = load_pretrained_weights(PRETRAINED_WEIGHTS, PRETRAIN, TRAIN)
     checkpoint = load_checkpoint(PRETRAINED_WEIGHTS)
     assert checkpoint["train_params"]["z_weight"] == 0  # renders have no depth
 
@@ -77,8 +77,14 @@ def test_pretrain_stage_writes_weights_the_train_stage_starts_from(tmp_path, mon
     )
     assert any("training from scratch" in m for m in messages)
 
-    with pytest.raises(CheckpointError, match="train.head"):
-        load_pretrained_weights(PRETRAINED_WEIGHTS, dataclasses.replace(TRAIN, head="simcc"))
+    with pytest.raises(CheckpointError, match="head differ"):
+        load_pretrained_weights(
+            PRETRAINED_WEIGHTS, PRETRAIN, dataclasses.replace(TRAIN, head="simcc")
+        )
+    with pytest.raises(CheckpointError, match="epochs differ"):
+        load_pretrained_weights(PRETRAINED_WEIGHTS, dataclasses.replace(PRETRAIN, epochs=2), TRAIN)
+    # execution-only keys do not make it another run
+    load_pretrained_weights(PRETRAINED_WEIGHTS, PRETRAIN, dataclasses.replace(TRAIN, threads=1))
 
     # off: a marker, and train.pretrained=synthetic says how to switch it on
     params["pretrain"]["num_images"] = 0
@@ -87,12 +93,12 @@ def test_pretrain_stage_writes_weights_the_train_stage_starts_from(tmp_path, mon
     assert not PRETRAINED_WEIGHTS.exists()
     assert "off" in json.loads(DISABLED_MARKER.read_text())["pretraining"]
     with pytest.raises(CheckpointError, match="pretrain.num_images"):
-        load_pretrained_weights(PRETRAINED_WEIGHTS, TRAIN)
+        load_pretrained_weights(PRETRAINED_WEIGHTS, PRETRAIN, TRAIN)
     assert os.path.isdir(tmp_path / "models" / "pretrain")
 
 
 def test_pretraining_uses_the_train_recipe_with_its_own_schedule():
-    from pipeline.pretraining import pretrain_params_for
+    from pipeline.params import pretrain_params_for
 
     params = pretrain_params_for(PRETRAIN, dataclasses.replace(TRAIN, pretrained="synthetic"))
     assert (params.epochs, params.lr, params.batch_size) == (1, PRETRAIN.lr, 4)

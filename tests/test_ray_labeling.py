@@ -17,13 +17,13 @@ import pytest
 import yaml
 
 from pipeline.labeling import label_images
-from pipeline.params import SyntheticParams
+from pipeline.params import LandmarksParams, SyntheticParams
 from pipeline.ray_labeling import RayLabelingError, label_images_ray, plan_actors
-from pipeline.sources import DataListing, ImageRecord, list_images
+from pipeline.sources import DataListing, ImageRecord
+from pipeline.sources.listing import list_images
 from pipeline.sources.synthetic import write_synthetic_dataset
-from pipeline.teacher import TeacherSettings
 
-SETTINGS = TeacherSettings()
+SETTINGS = LandmarksParams()
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sources import DataLayoutError, list_images
+from pipeline.sources import DataLayoutError
 from pipeline.sources.folders import assign_splits
+from pipeline.sources.listing import list_images
 from pipeline.sources.ouhands import BoxFileError, parse_box_file
 from tests.conftest import noise_image, write_png
 

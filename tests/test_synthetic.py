@@ -128,7 +128,7 @@ def test_layout_matches_ouhands(tiny_dataset):
 
 
 def test_dataset_reads_back_through_the_ouhands_reader(tiny_dataset):
-    from pipeline.sources import list_images
+    from pipeline.sources.listing import list_images
 
     root, summary = tiny_dataset
     listing = list_images("synthetic", root)

@@ -8,13 +8,14 @@ import pytest
 
 import pipeline.teacher as teacher_module
 from pipeline.images import read_image
-from pipeline.labeling import LANDMARK_COLUMNS, label_images, labeling_metrics
-from pipeline.sources import list_images
+from pipeline.labeling import label_images, labeling_metrics
+from pipeline.params import LandmarksParams
+from pipeline.schema import LANDMARK_COLUMNS
+from pipeline.sources.listing import list_images
 from pipeline.teacher import (
     BUNDLE_MEMBERS,
     Teacher,
     TeacherModelError,
-    TeacherSettings,
     build_teacher_model,
     sha256_of,
 )
@@ -89,8 +90,8 @@ def test_labeling_counts_unreadable_files_and_is_the_same_with_two_workers(
     (tmp_path / "5" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     write_png(tmp_path / "9" / "noise.png", noise_image(1, 100, 100))
     listing = list_images("folders", tmp_path)
-    one = label_images(listing, teacher_model, TeacherSettings(), workers=1, progress=False)
-    two = label_images(listing, teacher_model, TeacherSettings(), workers=2, progress=False)
+    one = label_images(listing, teacher_model, LandmarksParams(), workers=1, progress=False)
+    two = label_images(listing, teacher_model, LandmarksParams(), workers=2, progress=False)
     assert [(s.path, s.reason.split(" (")[0]) for s in one.skipped] == [
         ("5/broken.jpg", "truncated JPEG")
     ]

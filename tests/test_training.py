@@ -13,28 +13,22 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline.batching import batches
+from pipeline.checkpoint import BEST, LAST, CheckpointError, load_checkpoint, model_from_checkpoint
 from pipeline.codec import LandmarkCodec
-from pipeline.data import batches, load_split
+from pipeline.data import load_split
+from pipeline.inference import predict
 from pipeline.losses import LOSSES, CoordinateLoss, wing
+from pipeline.metrics import compare_landmarks, validation_metrics
 from pipeline.model import ModelConfig, PretrainedWeightsError, build_model
 from pipeline.params import TrainParams
-from pipeline.training import (
-    BEST,
-    LAST,
-    CheckpointError,
-    TrainingError,
-    _loss_fn,
-    fit,
-    load_checkpoint,
-    model_config_for,
-    model_from_checkpoint,
-    predict,
-    validation_metrics,
-)
+from pipeline.training import TrainingError, batch_loss, fit, loss_for
 from tests.conftest import write_png
-from tests.tiny import skeleton_split
+from tests.tiny import SEED_RECIPE, skeleton_split
 
-TINY = TrainParams(image_size=32, epochs=2, batch_size=4, lr=3e-3, device="cpu", threads=2)
+TINY = TrainParams(
+    **SEED_RECIPE, image_size=32, epochs=2, batch_size=4, lr=3e-3, device="cpu", threads=2
+)
 # The project recipe (params.yaml) plus flip, EMA and warm-up, so that every random draw and
 # every piece of state takes part in the resume test.
 RECIPE = {
@@ -99,14 +93,13 @@ def test_spatial_heads_export_to_onnx_with_a_dynamic_batch(head):
     + [("l1", "integral", 1.0), ("l1", "simcc", 1.0)],
 )
 def test_each_loss_is_finite_and_goes_down_on_a_fixed_batch(loss, head, distribution_weight):
-    from pipeline.training import _batch_loss
 
     torch.manual_seed(0)
     data = skeleton_split(8)
     params = dataclasses.replace(
         TINY, dropout=0.0, loss=loss, head=head, distribution_weight=distribution_weight
     )
-    model = build_model(model_config_for(params))
+    model = build_model(ModelConfig.for_training(params))
     codec = LandmarkCodec.fit(data.landmarks)
     x = data.images.float() / 255
     frame = torch.tensor(data.landmarks, dtype=torch.float32)
@@ -115,8 +108,8 @@ def test_each_loss_is_finite_and_goes_down_on_a_fixed_batch(loss, head, distribu
     losses = []
     for _ in range(20):
         outputs = model.forward_train(x)
-        loss_value = _batch_loss(
-            model, outputs, y, frame, params, _loss_fn(params), None, torch.arange(8)
+        loss_value = batch_loss(
+            model, outputs, y, frame, params, loss_for(params), None, torch.arange(8)
         )
         assert torch.isfinite(loss_value)
         optimizer.zero_grad()
@@ -143,10 +136,10 @@ def test_loss_goes_down_on_a_fixed_batch():
     torch.manual_seed(0)
     data = skeleton_split(8)
     params = dataclasses.replace(TINY, dropout=0.0)
-    model = build_model(model_config_for(params))
+    model = build_model(ModelConfig.for_training(params))
     codec = LandmarkCodec.fit(data.landmarks)
     x, y = data.images.float() / 255, codec.encode(data.landmarks)
-    loss_fn = _loss_fn(params)
+    loss_fn = loss_for(params)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(25):
@@ -217,9 +210,9 @@ def test_fit_writes_checkpoints_that_round_trip(tmp_path, params):
     model, codec, config = model_from_checkpoint(best)
     predicted = predict(model, validation.images, codec, torch.device("cpu"))
     assert predicted.shape == (4, 21, 3)
-    assert validation_metrics(predicted, validation)["mpjpe_px"] == pytest.approx(
-        result.best_val["mpjpe_px"], rel=1e-5
-    )
+    assert validation_metrics(predicted, validation.landmarks, validation.width, validation.height)[
+        "mpjpe_px"
+    ] == pytest.approx(result.best_val["mpjpe_px"], rel=1e-5)
 
 
 def test_same_params_same_metrics(tmp_path):
@@ -247,7 +240,7 @@ RUNNER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("recipe", [{}, RECIPE], ids=["seed", "recipe"])
+@pytest.mark.parametrize("recipe", [SEED_RECIPE, RECIPE], ids=["seed", "recipe"])
 def test_a_killed_run_resumes_to_the_same_result(tmp_path, recipe):
     data_file = tmp_path / "data.pt"
     torch.save((skeleton_split(10, seed=1), skeleton_split(4, seed=2)), data_file)
@@ -302,6 +295,30 @@ def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
     )
     assert any("training from scratch" in m for m in messages)
     assert load_checkpoint(tmp_path / LAST)["epoch"] == 1
+
+
+def test_a_finished_run_is_trained_again_and_resume_false_always_starts_afresh(tmp_path):
+    train, validation = skeleton_split(10, seed=1), skeleton_split(4, seed=2)
+    first = fit(train, validation, TINY, tmp_path, log=lambda _: None)
+    messages = []
+    # the same run again (what `dvc repro -f`, or a changed train.threads, makes DVC do)
+    again = fit(train, validation, TINY, tmp_path, log=messages.append)
+    assert any("finished run" in m and "training again from scratch" in m for m in messages)
+    assert again.resumed_from_epoch == 0
+    assert [row["val"] for row in again.history] == [row["val"] for row in first.history]
+    # an interrupted run (one epoch of two) resumes, unless train.resume is false
+    last = load_checkpoint(tmp_path / LAST)
+    interrupted = {**last, "epoch": 1, "history": last["history"][:1]}
+    torch.save(interrupted, tmp_path / LAST)
+    messages.clear()
+    fit(train, validation, TINY, tmp_path, log=messages.append)
+    assert any("resuming from" in m and "after epoch 1" in m for m in messages)
+    torch.save(interrupted, tmp_path / LAST)
+    messages.clear()
+    fresh = fit(train, validation, dataclasses.replace(TINY, resume=False), tmp_path,
+                log=messages.append)  # fmt: skip
+    assert any("train.resume is false" in m for m in messages)
+    assert fresh.resumed_from_epoch == 0 and len(fresh.history) == TINY.epochs
 
 
 def test_nan_loss_stops_naming_the_epoch(tmp_path):
@@ -387,7 +404,7 @@ def test_imagenet_weights_offline_is_a_clear_error(monkeypatch, tmp_path):
         torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline
     )
     with pytest.raises(PretrainedWeightsError, match="train.pretrained=none"):
-        build_model(model_config_for(dataclasses.replace(TINY, pretrained="imagenet")))
+        build_model(ModelConfig.for_training(dataclasses.replace(TINY, pretrained="imagenet")))
 
 
 def photo_table(folder, count: int, seed: int = 3) -> pd.DataFrame:
@@ -408,7 +425,6 @@ def photo_table(folder, count: int, seed: int = 3) -> pd.DataFrame:
 def test_letterbox_model_is_evaluated_in_original_pixels(tmp_path):
     """The evaluate stage's path (load_eval_split + evaluate_split) with a letterbox model."""
     from pipeline.evaluation import evaluate_split, load_eval_split
-    from pipeline.training import compare
 
     table = photo_table(tmp_path, 10)
     table["split"] = ["train"] * 6 + ["validation"] * 2 + ["test"] * 2
@@ -423,7 +439,7 @@ def test_letterbox_model_is_evaluated_in_original_pixels(tmp_path):
     test = splits["test"]
     result = evaluate_split(model, codec, test, torch.device("cpu"), 4)
     predicted = predict(model, test.images, codec, torch.device("cpu"), 4, test.width, test.height)
-    expected = compare(predicted, test.landmarks, test.width, test.height)
+    expected = compare_landmarks(predicted, test.landmarks, test.width, test.height)
     assert result.metrics["student_vs_teacher"]["mpjpe_px"] == expected["mpjpe_px"]
 
 

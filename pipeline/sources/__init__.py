@@ -1,7 +1,10 @@
 """Data sources: every layout is read into the same ``DataListing`` of ``ImageRecord``s.
 
 ``synthetic`` is the OUHANDS layout written by our own renderer (with true landmarks beside it),
-``ouhands`` the real OUHANDS data set, ``folders`` any folder of class sub-folders.
+``ouhands`` the real OUHANDS data set, ``folders`` any folder of class sub-folders;
+``pipeline.sources.listing.list_images`` picks the reader. This module holds the record types and
+the file walking the readers share, and imports none of them (the renderer lives here too, and its
+stage should not depend on the readers).
 """
 
 from __future__ import annotations
@@ -85,38 +88,3 @@ def files_under(folder: Path, root: Path, skipped: list[SkippedFile]) -> list[Pa
             else:
                 files.append(path)
     return sorted(files)
-
-
-def list_images(source: str, root: str | Path, **options) -> DataListing:
-    """Read a data root with the reader of ``source`` (see ``pipeline.params.DataParams``).
-
-    ``options`` (subject pattern, split fractions and seed) only apply to the folders source,
-    since the OUHANDS layout brings its own official splits.
-    """
-    root = Path(root)
-    if not root.exists():
-        raise DataLayoutError(f"data root {root} does not exist; set data.root in params.yaml")
-    if not root.is_dir():
-        raise DataLayoutError(f"data root {root} is not a folder")
-    if source in ("synthetic", "ouhands"):
-        from pipeline.sources.ouhands import list_ouhands
-
-        listing = list_ouhands(root, require_truth=source == "synthetic")
-    elif source == "folders":
-        from pipeline.sources.folders import list_folders
-
-        listing = list_folders(root, **options)
-    else:
-        raise DataLayoutError(f"unknown data source {source!r}")
-    if not listing.records:
-        raise DataLayoutError(
-            f"no usable images under {root} for source {source!r} "
-            f"({len(listing.skipped)} files skipped"
-            + (
-                f", e.g. {listing.skipped[0].path}: {listing.skipped[0].reason}"
-                if listing.skipped
-                else ""
-            )
-            + ")"
-        )
-    return listing

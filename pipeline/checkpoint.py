@@ -1,0 +1,177 @@
+"""Checkpoints: save, load safely, rebuild the model they describe, and say which run they are.
+
+A checkpoint is a dict of tensors and plain values (str, int, float, bool, None, lists, tuples and
+dicts of them): the model config and codec that rebuild the model, its weights, the epoch, the
+train params and history, and for resuming the optimizer state. It is loaded with
+``torch.load(weights_only=True)``, which cannot run code, so a ``.pt`` file from anywhere is safe
+to hand to ``hand-landmarks predict``; one that carries other objects is refused.
+
+The fingerprint is what a ``last.pt`` must match to be resumed: the run identity of the train
+params (``pipeline.params.run_identity``: execution-only keys left out), the training data, the
+initial weights and the code of this package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import torch
+
+from pipeline.codec import LandmarkCodec
+from pipeline.io import atomic_path
+from pipeline.model import LandmarkRegressor, ModelConfig, build_model
+from pipeline.params import (
+    PretrainParams,
+    TrainParams,
+    pretrain_params_for,
+    run_differences,
+    run_identity,
+)
+from pipeline.paths import PRETRAIN_DIR
+
+CHECKPOINT_FORMAT = 1
+LAST, BEST = "last.pt", "best.pt"
+# The pretrain stage's weights, for train.pretrained=synthetic.
+PRETRAINED_WEIGHTS = PRETRAIN_DIR / BEST
+REQUIRED_KEYS = frozenset(
+    {"format", "model_config", "codec", "model", "epoch", "fingerprint", "train_params"}
+)
+PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, unsafe, foreign or of another run."""
+
+
+def _check_plain(value: object, where: str = "checkpoint") -> None:
+    """Tensors and plain values only: what ``weights_only=True`` loads back."""
+    if isinstance(value, torch.Tensor) or isinstance(value, PLAIN_TYPES):
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, PLAIN_TYPES):
+                raise TypeError(f"{where}: key {key!r} is not a plain value")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]")
+        return
+    raise TypeError(
+        f"{where} is a {type(value).__name__}: checkpoints hold tensors and plain values"
+    )
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Write ``payload`` atomically; a value a safe load could not read back is a TypeError."""
+    _check_plain(payload)
+    with atomic_path(path) as partial:
+        torch.save(payload, partial)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint of this project, loaded without running any code it might carry."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; run `dvc repro train`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain values, which could run code "
+            f"when loaded; refusing to load it ({first_line[:200]})"
+        ) from None
+    except Exception as error:  # zip, EOF and storage errors vary
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({error}); delete it and retrain"
+        ) from None
+    if not isinstance(payload, dict) or not REQUIRED_KEYS <= set(payload):
+        missing = sorted(REQUIRED_KEYS - set(payload if isinstance(payload, dict) else ()))
+        raise CheckpointError(f"{path} is not a checkpoint of this project (missing {missing})")
+    if payload["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {payload['format']}, expected {CHECKPOINT_FORMAT}; "
+            "it comes from another version of this project: retrain (`dvc repro train`)"
+        )
+    return payload
+
+
+def model_from_checkpoint(
+    payload: dict, path: str | Path = "checkpoint"
+) -> tuple[LandmarkRegressor, LandmarkCodec, ModelConfig]:
+    """The model a checkpoint describes, with its weights, and its codec and config."""
+    try:
+        config = ModelConfig.from_dict(payload["model_config"])
+        codec = LandmarkCodec.from_dict(payload["codec"])
+        model = build_model(dataclasses.replace(config, pretrained="none"))
+    except (TypeError, KeyError, ValueError) as error:
+        raise CheckpointError(
+            f"{path}: model config or codec not understood ({error}); the file comes from "
+            "another version of this project"
+        ) from None
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path}: weights do not fit the model its config describes: {error}"
+        ) from None
+    return model, codec, config
+
+
+def code_digest() -> str:
+    """The source of this package (every .py file under pipeline/): what computes the numbers.
+
+    A checkpoint written by other code must not be resumed. `dvc repro` re-runs the train stage
+    when its code changes, but keeps models/student (persist: true, for resuming after a kill):
+    without this, an interrupted last.pt from the old code would be continued by the new code.
+    """
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def state_digest(state: dict) -> str:
+    """A digest of a state dict's tensors (e.g. the initial weights a run starts from)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(params: TrainParams, data_digest: str, init_digest: str = "") -> str:
+    """What a checkpoint must match to be resumed: the run identity of the train params, the
+    training data, the initial weights (when they come from the pretrain stage) and the code."""
+    content = {"train": run_identity(params), "data": data_digest, "code": code_digest()}
+    if init_digest:
+        content["init"] = init_digest
+    payload = json.dumps(content, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def load_pretrained_weights(path: Path, pretrain: PretrainParams, train: TrainParams) -> dict:
+    """The pretrain stage's weights, checked to be the run these params describe (the one
+    definition of "the same run", ``params.run_differences``, that resume and evaluate use)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"train.pretrained=synthetic, but {path} does not exist: set pretrain.num_images > 0 "
+            "(and run `dvc repro`), or set train.pretrained=none"
+        )
+    checkpoint = load_checkpoint(path)
+    differ = run_differences(checkpoint["train_params"], pretrain_params_for(pretrain, train))
+    if differ:
+        raise CheckpointError(
+            f"{path} was pretrained with other params ({', '.join(differ)} differ from what the "
+            "pretrain and train sections now give); run `dvc repro` so the pretrain stage "
+            "follows them"
+        )
+    return checkpoint["model"]

@@ -1,0 +1,140 @@
+"""Each dvc.yaml stage's deps are the project files its command imports, no more and no fewer.
+
+DVC re-runs a stage only when a listed dep changes: a project file that `python -m stages.X`
+imports (directly, transitively, or lazily inside a function) but that the stage does not list
+would let `dvc repro` keep results of old code. The imports are walked statically (ast), so the
+check needs no stage to run; its own test shows that it catches a removed dep line.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.dvc_repo import REPO
+
+PROJECT_PACKAGES = ("pipeline", "stages")
+
+
+def module_file(module: str, root: Path = REPO) -> Path | None:
+    """The file of a project module (``pipeline.data`` → pipeline/data.py), or None."""
+    if module.split(".")[0] not in PROJECT_PACKAGES:
+        return None
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(path: Path, module: str) -> set[str]:
+    """Every module named by an import anywhere in the file (functions included), with the
+    packages each one runs on the way (``a.b.c`` imports ``a`` and ``a.b`` first)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the file's package upwards
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            names.add(base)
+            # `from pipeline import distributed` imports the module pipeline.distributed
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    with_parents = set()
+    for name in names:
+        parts = name.split(".")
+        with_parents.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return with_parents
+
+
+def imported_files(module: str, root: Path = REPO) -> set[Path]:
+    """The project files that importing ``module`` runs, transitively."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        # importing a.b.c runs a/__init__.py and a/b/__init__.py first
+        for i in range(1, len(parts) + 1):
+            path = module_file(".".join(parts[:i]), root)
+            if path is None or path in seen:
+                continue
+            seen.add(path)
+            owner = ".".join(parts[:i])
+            todo.extend(_imported_modules(path, owner))
+    return seen
+
+
+def stage_module(cmd: str) -> str:
+    words = shlex.split(cmd)
+    if words[:2] != ["python", "-m"]:
+        raise AssertionError(f"stage command {cmd!r} is not `python -m stages.<name> ...`")
+    return words[2]
+
+
+def declared_code(deps: list, root: Path = REPO) -> set[Path]:
+    """The project .py files a stage lists (a folder dep stands for the .py files under it)."""
+    files: set[Path] = set()
+    for dep in deps:
+        if "${" in dep:
+            continue  # a data folder from params
+        path = root / dep
+        if path.is_dir():
+            files.update(p for p in path.rglob("*.py") if "__pycache__" not in p.parts)
+        elif path.suffix == ".py":
+            files.add(path)
+    return files
+
+
+def deps_problems(dvc_yaml: dict, root: Path = REPO) -> list[str]:
+    """One line per stage whose code deps are not exactly its imports."""
+    problems = []
+    for name, stage in dvc_yaml["stages"].items():
+        imported = imported_files(stage_module(stage["cmd"]), root)
+        declared = declared_code(stage.get("deps", []), root)
+        for path in sorted(imported - declared):
+            problems.append(f"{name}: imports {path.relative_to(root)} but does not list it")
+        for path in sorted(declared - imported):
+            problems.append(f"{name}: lists {path.relative_to(root)} but does not import it")
+    return problems
+
+
+def test_every_stage_depends_on_exactly_the_project_files_it_imports():
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert deps_problems(dvc_yaml) == []
+
+
+def test_the_check_catches_a_removed_dep_line():
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    landmarks = dvc_yaml["stages"]["landmarks"]
+    assert "pipeline/teacher.py" in landmarks["deps"]
+    landmarks["deps"].remove("pipeline/teacher.py")
+    assert deps_problems(dvc_yaml) == [
+        "landmarks: imports pipeline/teacher.py but does not list it"
+    ]
+    landmarks["deps"].append("pipeline/metrics.py")  # and one it does not import
+    assert "landmarks: lists pipeline/metrics.py but does not import it" in deps_problems(dvc_yaml)
+
+
+@pytest.mark.parametrize(
+    "stage, module",
+    [("landmarks", "pipeline/teacher.py"), ("train", "pipeline/metrics.py")],
+)
+def test_the_walk_sees_lazy_and_transitive_imports(stage, module):
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    files = imported_files(stage_module(dvc_yaml["stages"][stage]["cmd"]))
+    assert REPO / module in files
+
+
+def test_predict_score_evaluate_and_export_do_not_import_the_training_loop():
+    training = REPO / "pipeline" / "training.py"
+    for module in ("pipeline.cli", "stages.evaluate", "stages.export", "pipeline.scoring"):
+        assert training not in imported_files(module), module
