@@ -26,7 +26,7 @@ from pipeline.data import CACHE_PREFIX, load_split
 from pipeline.distributed import launch_command
 from pipeline.inference import predict
 from pipeline.metrics import validation_metrics
-from pipeline.params import ParamsError, params_from_dict
+from pipeline.params import ParamsError, TrainParams, params_from_dict
 from pipeline.schema import LANDMARK_COLUMNS
 from tests.conftest import write_png
 from tests.dvc_repo import REPO
@@ -43,11 +43,11 @@ TRAIN = {
     "grayscale_p": 0.1,
 }
 EPOCHS = TRAIN["epochs"]
-# 1 vs 2 processes differ in BatchNorm statistics (per-process halves of each batch) and in
-# the augmentation and dropout draws, not in the data, batches or schedule: the stated
-# tolerance on the final validation MPJPE (measured here: 2.25 vs 2.24 px, 0.8 %; the first
-# epoch's is 17.3 px).
-RELATIVE_TOLERANCE = 0.15
+# 1 vs 2 processes differ in BatchNorm statistics (per-process halves of each batch) and in the
+# augmentation and dropout draws, not in the data, batches or schedule: like another seed. The
+# exact equivalence is test_one_step_of_two_processes_equals_one_step_of_one_on_the_same_batch;
+# the end-to-end run is a loose check against the spread of single-process seeds.
+SEEDS = (0, 1, 2)
 
 
 def write_data_set(root: Path) -> None:
@@ -74,12 +74,12 @@ def write_data_set(root: Path) -> None:
     table.to_parquet(root / "data" / "split" / "labels.parquet")
 
 
-def project(root: Path, processes: int) -> Path:
+def project(root: Path, processes: int, seed: int = 0) -> Path:
     """A working folder for the train stage: params.yaml and the labelled tiny set."""
     root.mkdir()
     values = yaml.safe_load((REPO / "params.yaml").read_text())
     values["data"].update(source="folders", root="data")
-    values["train"].update(TRAIN, processes=processes)
+    values["train"].update(TRAIN, processes=processes, seed=seed)
     (root / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     write_data_set(root)
     return root
@@ -104,15 +104,29 @@ def train(root: Path) -> str:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[int, tuple[Path, str]]:
+    """2 processes, and 1 process (key 1); both seed 0."""
     base = tmp_path_factory.mktemp("ddp")
     return {n: (root, train(root)) for n in (1, 2) for root in [project(base / f"p{n}", n)]}
+
+
+@pytest.fixture(scope="module")
+def single_process_seeds(runs, tmp_path_factory) -> list[float]:
+    """Final validation MPJPE of one process at each seed (seed 0 is the runs fixture's)."""
+    base = tmp_path_factory.mktemp("seeds")
+    values = []
+    for seed in SEEDS:
+        root = runs[1][0] if seed == 0 else project(base / f"s{seed}", 1, seed)
+        if seed:
+            train(root)
+        values.append(final(root)["history"][-1]["val"]["mpjpe_px"])
+    return values
 
 
 def final(root: Path) -> dict:
     return load_checkpoint(root / "models" / "student" / LAST)
 
 
-def test_two_gloo_processes_train_like_one(runs):
+def test_two_gloo_processes_train_like_one(runs, single_process_seeds):
     (one, one_log), (two, two_log) = runs[1], runs[2]
     assert "torch.distributed.run --standalone --nproc-per-node=2" in two_log
     assert "2 training process(es)" in two_log and "1 training process(es)" in one_log
@@ -129,8 +143,12 @@ def test_two_gloo_processes_train_like_one(runs):
     # the same global batches: the same number of images per epoch
     first = single["history"][0]["images_per_second"] * single["history"][0]["seconds"]
     assert first == pytest.approx(TRAIN_IMAGES, abs=0.5)
-    one_mpjpe, two_mpjpe = (c["history"][-1]["val"]["mpjpe_px"] for c in (single, ddp))
-    assert two_mpjpe == pytest.approx(one_mpjpe, rel=RELATIVE_TOLERANCE)
+    two_mpjpe = ddp["history"][-1]["val"]["mpjpe_px"]
+    # as far from the single-process seeds as they are from each other, give or take: within
+    # their range widened by twice its width on each side (a loose check; see above)
+    low, high = min(single_process_seeds), max(single_process_seeds)
+    spread = high - low
+    assert low - 2 * spread <= two_mpjpe <= high + 2 * spread, (two_mpjpe, single_process_seeds)
     # best.pt is the model that was validated (rank 0's BatchNorm statistics on every rank)
     table = pd.read_parquet(two / "data" / "split" / "labels.parquet")
     validation_rows = table[table["split"] == "validation"]
@@ -191,6 +209,57 @@ def test_killed_two_process_run_resumes_to_the_same_result(runs, tmp_path):
     assert resumed["history"][-1]["val"] == uninterrupted["history"][-1]["val"]
     for name, tensor in uninterrupted["model"].items():
         assert torch.equal(resumed["model"][name], tensor), name
+
+
+def _step(out: Path, processes: int, batchnorm: str) -> dict:
+    args = [str(out), batchnorm]
+    command = (
+        launch_command(2, "tests.ddp_step_probe", args)
+        if processes == 2
+        else [sys.executable, "-m", "tests.ddp_step_probe", *args]
+    )
+    result = subprocess.run(
+        command, env={**environment(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=300, cwd=out.parent,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return torch.load(out, weights_only=True)
+
+
+def _largest_difference(a: dict, b: dict, where: dict | None = None) -> float:
+    assert a.keys() == b.keys()
+    worst = 0.0
+    for name in a:
+        difference = (a[name] - b[name]).abs()
+        if where is not None:
+            difference = difference[where[name]]
+        worst = max(worst, float(difference.max()) if difference.numel() else 0.0)
+    return worst
+
+
+def test_one_step_of_two_processes_equals_one_step_of_one_on_the_same_batch(tmp_path):
+    """DDP equivalence where it is exact: the training loop's own step, on one global batch of 8,
+    in 2 gloo processes (4 images each) and in 1 process. With BatchNorm's batch statistics out
+    of play (its layers in eval mode) the gradient of the step, and the weights after it, agree
+    to float rounding; with them in play, DDP equals one process that forwards each process's
+    half apart (which is what per-process statistics mean)."""
+    lr = TrainParams().lr
+    after = {}
+    for batchnorm in ("frozen", "batch"):
+        one = _step(tmp_path / f"one-{batchnorm}.pt", 1, batchnorm)
+        two = _step(tmp_path / f"two-{batchnorm}.pt", 2, batchnorm)
+        scale = max(float(g.abs().max()) for g in one["gradients"].values())
+        assert _largest_difference(one["gradients"], two["gradients"]) < 1e-5 * scale, batchnorm
+        # AdamW's first step moves each weight by lr * g / (|g| + eps): where |g| is near eps
+        # it turns rounding into a visible difference, elsewhere the weights agree closely
+        clear = {k: g.abs() > 1e-4 * scale for k, g in one["gradients"].items()}
+        assert _largest_difference(one["weights"], two["weights"], clear) < 1e-6, batchnorm
+        assert _largest_difference(one["weights"], two["weights"]) <= 2 * lr
+        after[batchnorm] = one
+    # with and without batch statistics the steps differ: the comparisons above could fail
+    frozen, batch = after["frozen"]["gradients"], after["batch"]["gradients"]
+    batch_scale = max(float(g.abs().max()) for g in batch.values())
+    assert _largest_difference(frozen, batch) > 1e-2 * batch_scale
 
 
 def test_batch_too_small_to_share_out_is_a_clear_error():
