@@ -127,3 +127,19 @@ def test_forced_repro_of_train_trains_again(repo):
     assert "training again from scratch" in forced and "resuming" not in forced
     epochs = yaml.safe_load((repo / "params.yaml").read_text())["train"]["epochs"]
     assert forced.count(f"/{epochs} loss") == epochs  # every epoch trained, none skipped
+
+
+def test_code_changes_make_exactly_the_stages_that_import_them_stale(repo):
+    def stale_after_editing(path: str) -> set[str]:
+        source = repo / path
+        original = source.read_text()
+        source.write_text(original + "\n# an edit\n")
+        try:
+            status = run(["dvc", "status"], repo)
+        finally:
+            source.write_text(original)
+        return {line[:-1] for line in status.splitlines() if line.endswith(":") and " " not in line}
+
+    assert stale_after_editing("pipeline/teacher.py") == {"teacher", "landmarks"}
+    assert stale_after_editing("pipeline/metrics.py") == {"pretrain", "train", "evaluate"}
+    assert "up to date" in run(["dvc", "status"], repo)
