@@ -1,21 +1,19 @@
-"""Inference speed on the CPU: the student (torch and ONNX Runtime) vs the MediaPipe teacher.
+"""Inference speed on the CPU at batch 1: the top-down student (ONNX Runtime and torch) vs the
+MediaPipe teacher, in image mode and in video (tracking) mode.
 
-All three get the same 640x480 RGB images, already decoded (decoding is not timed for anyone).
-The student's time INCLUDES its preprocessing: resize to its input size in the codec's layout
-(squash, ``pipeline.data.resize_square``, by default; as training does) and conversion to a float
-tensor in [0, 1]; its output is the encoded targets (63 numbers per image, decoding them is
-negligible). The teacher (``pipeline.teacher.Teacher``, image mode: palm detection and the
-landmark model on every image) gets the 640x480 image itself; it has no batch API, so its
-"batch 32" is 32 calls. torch runs with 2 threads, ONNX Runtime with 2 intra-op threads,
-MediaPipe with its own defaults. Engines are interleaved within each round; medians are shown.
-Target: the student >= 3x the teacher's images/s at batch 1.
+Everyone gets the same 640x480 RGB frames, already decoded (decoding is not timed for anyone).
+Image mode: the student runs both passes on every image (the finder on the letterboxed frame,
+then the landmark network on the crop it gives; crops are cut from the frame with one affine),
+the teacher (``pipeline.teacher.Teacher``) its palm detector and landmark model. Video mode: a
+clip of a moving hand (each of a few rendered hands shifted, turned and scaled a little frame by
+frame); the student tracks (frame t's crop from frame t-1's landmarks, the finder again only
+when the presence drops, ``Student.track``), the teacher runs in MediaPipe's video mode. The
+student's time includes everything between the frame and the landmarks in pixels. torch and ONNX
+Runtime run with 2 threads, MediaPipe with its own defaults; engines are interleaved within each
+round and medians are shown. Targets: image mode >= 3x the teacher, tracking >= 5x.
 
-A freshly initialised student at params.yaml's ``train.image_size`` is used (weights do not change
-the speed) unless ``--checkpoint`` names one.
-
-    python benchmarks/inference.py                            # 64 images, 3 rounds
-    python benchmarks/inference.py --image-size 224 --images 256
-    python benchmarks/inference.py --checkpoint models/student/best.pt
+    python benchmarks/inference.py                                  # models/export/student.onnx
+    python benchmarks/inference.py --model models/export/student.onnx --images 64 --rounds 3
 """
 
 # The repo root goes on sys.path before the imports, so `python benchmarks/<name>.py` works.
@@ -29,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import cv2
 import numpy as np
 import torch
 
@@ -43,150 +42,129 @@ from benchmarks.common import (
     temporary_folder,
     write_images,
 )
-from pipeline.checkpoint import load_checkpoint, model_from_checkpoint
-from pipeline.codec import LandmarkCodec, resize_square
-from pipeline.export import export_model
-from pipeline.inference import INPUT_NAME, onnx_session
-from pipeline.model import ModelConfig, build_model
-from pipeline.params import load_params
+from pipeline.paths import EXPORT_DIR
+from pipeline.student import load_student
 from pipeline.teacher import Teacher, build_teacher_model
 
 NAME = "inference"
 
 
-def preprocess(images: list[np.ndarray], codec: LandmarkCodec, size: int) -> np.ndarray:
-    """RGB uint8 (H, W, 3) images → float32 (N, 3, size, size) in [0, 1], the export's input.
-
-    The picture is made as in training: the codec's layout (squash or letterbox) where the codec
-    knows it, else the squash resize of ``pipeline.data``.
-    """
-    to_input = getattr(codec, "input_image", None) or resize_square
-    batch = np.stack([to_input(rgb, size) for rgb in images])
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / 255
-
-
-def student_engines(model, config: ModelConfig, codec, epoch: int, threads: int) -> dict:
-    model.eval()
-    exported = export_model(model, config, codec, epoch).data
-    # No spinning: idle ONNX Runtime threads would take CPU from torch and MediaPipe here.
-    runtime = onnx_session(exported, threads=threads, spin=False)
-    size = config.image_size
-
-    @torch.inference_mode()
-    def run_torch(images: list[np.ndarray]) -> np.ndarray:
-        return model(torch.from_numpy(preprocess(images, codec, size))).numpy()
-
-    def run_onnx(images: list[np.ndarray]) -> np.ndarray:
-        return runtime.run(None, {INPUT_NAME: preprocess(images, codec, size)})[0]
-
-    def run_preprocessing(images: list[np.ndarray]) -> np.ndarray:
-        return preprocess(images, codec, size)
-
-    return {
-        "student (torch)": run_torch,
-        "student (ONNX Runtime)": run_onnx,
-        "student preprocessing only": run_preprocessing,
-    }
+def moving_clip(images: list[np.ndarray], frames_per_hand: int, seed: int = 0) -> list:
+    """Each image shifted, turned and scaled a little more every frame: a hand that moves."""
+    rng = np.random.default_rng(seed)
+    clip = []
+    for rgb in images:
+        height, width = rgb.shape[:2]
+        drift = rng.uniform(-1.5, 1.5, 2)  # pixels per frame
+        turn, grow = rng.uniform(-0.4, 0.4), rng.uniform(-0.002, 0.002)
+        for t in range(frames_per_hand):
+            matrix = cv2.getRotationMatrix2D((width / 2, height / 2), turn * t, 1 + grow * t)
+            matrix[:, 2] += drift * t
+            clip.append(cv2.warpAffine(rgb, matrix, (width, height), borderMode=cv2.BORDER_REFLECT))
+    return clip
 
 
-def images_per_second(run: Callable, images: list[np.ndarray], batch: int) -> float:
+def per_frame_rate(run: Callable, frames: list[np.ndarray]) -> float:
     with Stopwatch() as watch:
-        for start in range(0, len(images), batch):
-            run(images[start : start + batch])
-    return len(images) / watch.seconds
-
-
-def measure(
-    engines: dict[str, Callable], images: list[np.ndarray], batch_sizes: list[int], rounds: int
-) -> dict[tuple[str, int], list[float]]:
-    for run in engines.values():  # warm-up: kernels, allocations, oneDNN primitive caches
-        for batch in batch_sizes:
-            run(images[:batch])
-    rates: dict[tuple[str, int], list[float]] = {}
-    for round_index in range(rounds):
-        for batch in batch_sizes:
-            for name, run in engines.items():
-                rates.setdefault((name, batch), []).append(images_per_second(run, images, batch))
-        print(f"  round {round_index + 1}/{rounds} done")
-    return rates
+        for index, rgb in enumerate(frames):
+            run(rgb, index)
+    return len(frames) / watch.seconds
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--model", type=Path, default=REPO / EXPORT_DIR / "student.onnx")
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--hands", type=int, default=4, help="hands in the video clip")
+    parser.add_argument("--frames-per-hand", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--image-size", type=int, default=0, help="0: params.yaml train.image_size")
-    parser.add_argument("--checkpoint", type=Path, help="a student checkpoint instead of fresh")
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
-    parser.add_argument("--source", choices=("synthetic", "digits"), default="synthetic")
     args = parser.parse_args(argv)
+    if not args.model.is_file():
+        raise SystemExit(f"{args.model} not found: run `dvc repro` (the export stage) first")
     torch.set_num_threads(args.threads)
     info = machine()
-    info["torch_threads"] = torch.get_num_threads()
-
-    if args.checkpoint:
-        payload = load_checkpoint(args.checkpoint)
-        model, codec, config = model_from_checkpoint(payload, args.checkpoint)
-        epoch = payload["epoch"]
-    else:
-        size = args.image_size or load_params(REPO / "params.yaml").train.image_size
-        torch.manual_seed(0)
-        config = ModelConfig(image_size=size)
-        model, codec, epoch = build_model(config), LandmarkCodec(), 0
+    onnx_student = load_student(args.model, "cpu", threads=args.threads)
+    torch_student = load_student(args.model.with_suffix(".pt"), "cpu")
 
     with temporary_folder(NAME) as tmp:
-        images = read_all(write_images(args.source, args.images, Path(tmp)))
+        images = read_all(write_images("synthetic", args.images, Path(tmp)))
         teacher_path = Path(tmp) / "hand_landmarker.task"
         build_teacher_model(teacher_path)
-        with Teacher(teacher_path) as teacher:
-            detected = sum(teacher.detect(rgb).num_hands > 0 for rgb in images)
-            engines = student_engines(model, config, codec, epoch, args.threads)
-            engines["teacher (MediaPipe)"] = lambda batch: [teacher.detect(rgb) for rgb in batch]
-            print(
-                f"{len(images)} {args.source} images 640x480; student {config.image_size}px "
-                f"({'checkpoint' if args.checkpoint else 'fresh weights'}); {args.threads} "
-                f"threads; the teacher finds a hand in {detected}"
-            )
-            rates = measure(engines, images, args.batch_sizes, args.rounds)
+        with Teacher(teacher_path) as still, Teacher(teacher_path, video=True) as tracker:
+            with_hand = [rgb for rgb in images if still.detect(rgb).num_hands][: args.hands]
+            clip = moving_clip(with_hand, args.frames_per_hand)
+            clock = {"ms": 0}
 
-    teacher_rate = {b: median(rates["teacher (MediaPipe)", b]) for b in args.batch_sizes}
+            def teacher_video(rgb, index):
+                clock["ms"] += 33
+                return tracker.detect(rgb, clock["ms"])
+
+            image_mode = {
+                "student, ONNX Runtime": lambda rgb, i: onnx_student.predict_images([rgb], 1),
+                "student, torch": lambda rgb, i: torch_student.predict_images([rgb], 1),
+                "teacher, MediaPipe": lambda rgb, i: still.detect(rgb),
+            }
+            video_mode = {
+                "student, ONNX Runtime": lambda rgb, i: onnx_student.track(rgb),
+                "student, torch": lambda rgb, i: torch_student.track(rgb),
+                "teacher, MediaPipe (video mode)": teacher_video,
+            }
+            for run in image_mode.values():  # warm-up: kernels, allocations, caches
+                run(images[0], 0)
+            rates: dict[tuple[str, str], list[float]] = {}
+            refound = []
+            for round_index in range(args.rounds):
+                for name, run in image_mode.items():
+                    rates.setdefault(("image", name), []).append(per_frame_rate(run, images))
+                for name, run in video_mode.items():
+                    onnx_student.reset()
+                    torch_student.reset()
+                    rates.setdefault(("video", name), []).append(per_frame_rate(run, clip))
+                onnx_student.reset()
+                tracked = [bool(onnx_student.track(rgb).tracked[0]) for rgb in clip]
+                refound.append(1 - float(np.mean(tracked)))
+                print(f"  round {round_index + 1}/{args.rounds} done")
+
+    teacher_image = median(rates["image", "teacher, MediaPipe"])
+    teacher_video_rate = median(rates["video", "teacher, MediaPipe (video mode)"])
     summary = []
-    for (name, batch), values in rates.items():
+    for (mode, name), values in rates.items():
         rate = median(values)
         summary.append(
             {
+                "mode": mode,
                 "engine": name,
-                "batch": batch,
-                "images_per_second": round(rate, 1),
-                "ms_per_image": round(1000 / rate, 2),
-                "vs_teacher": round(rate / teacher_rate[batch], 2),
+                "frames_per_second": round(rate, 1),
+                "ms_per_frame": round(1000 / rate, 2),
+                "x_teacher_image_mode": round(rate / teacher_image, 2),
+                "x_teacher_video_mode": round(rate / teacher_video_rate, 2),
             }
         )
-    summary.sort(key=lambda row: (row["batch"], row["engine"]))
     print()
     print(
         markdown_table(
-            ["engine", "batch", "img/s", "ms/img", "x teacher"],
+            ["mode", "engine", "frames/s", "ms/frame", "x teacher (image)", "x teacher (video)"],
             [list(row.values()) for row in summary],
         )
     )
+    print(f"student tracking: the finder ran again on {np.mean(refound):.1%} of the clip's frames")
     output = {
         "benchmark": NAME,
+        "model": str(args.model),
+        "role": onnx_student.landmarks.role,
+        "crop_size": onnx_student.image_size,
+        "finder_size": getattr(getattr(onnx_student, "finder", None), "image_size", None),
         "images": len(images),
-        "source": args.source,
-        "student_image_size": config.image_size,
-        "student_weights": str(args.checkpoint) if args.checkpoint else "fresh",
-        "teacher_detected_hands_in": int(detected),
+        "clip_frames": len(clip),
         "threads": args.threads,
         "rounds": args.rounds,
-        "target": "student >= 3x teacher at batch 1",
-        "student_time_includes": "resize to the input size (codec layout) + float tensor [0, 1]",
+        "student_refind_fraction": round(float(np.mean(refound)), 4),
+        "targets": "image mode >= 3x the teacher, tracking >= 5x",
         "summary": summary,
         "machine": info,
     }
-    suffix = f"_{config.image_size}" if args.image_size or args.checkpoint else ""
-    finish(NAME + suffix, output)
+    finish(NAME, output)
     return output
 
 

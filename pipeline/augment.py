@@ -45,11 +45,14 @@ def random_affines(
     aspect: torch.Tensor,
     params: TrainParams,
     generator: torch.Generator,
+    zoom: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one affine per sample: (N, 2, 3) float64 matrices on the CPU and (N,) flip flags.
 
     ``landmarks`` (N, joints, >=2) input-frame coordinates, used to keep the hand in view;
-    ``aspect`` (N,) width / height of the picture each input shows.
+    ``aspect`` (N,) width / height of the picture each input shows; ``zoom``: a fixed zoom about
+    the centre before the random one (training crops are cut ``train.crop_context`` wider than
+    the model's crop, and zoomed back to it here, so that the jitter has real pixels to show).
     """
     n = len(landmarks)
     aspect = torch.as_tensor(aspect, dtype=torch.float64).reshape(n)
@@ -72,6 +75,8 @@ def random_affines(
         scale = uniform(math.log(params.scale_min), math.log(params.scale_max)).exp()
     else:
         scale = torch.ones(n, dtype=torch.float64)
+    if zoom != 1.0:
+        scale = scale * zoom
     shift = (
         torch.stack([uniform(-params.translate, params.translate) for _ in range(2)], 1)
         if params.translate > 0
@@ -115,8 +120,11 @@ def transform_points(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tens
     return torch.cat([xy, points[..., 2:]], dim=-1)
 
 
-def warp_images(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
-    """Resample float (N, C, H, W) images so that a point p of the input lands at A p.
+def warp_images(
+    images: torch.Tensor, matrices: torch.Tensor, size: int | None = None
+) -> torch.Tensor:
+    """Resample float (N, C, H, W) images so that a point p of the input lands at A p; the
+    output is ``size`` x ``size`` (None: the input's size).
 
     Bilinear, zeros outside the picture; ``align_corners=False`` matches the convention that
     x = 0 and x = 1 are the outer edges of the first and last pixel.
@@ -129,9 +137,8 @@ def warp_images(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
     # affine_grid works in [-1, 1] units: g = 2p - 1, so g_in = L g_out + (2 t + L 1 - 1).
     theta = inverse.clone()
     theta[:, :, 2] = 2 * inverse[:, :, 2] + inverse[:, :, :2].sum(-1) - 1
-    grid = F.affine_grid(
-        theta.to(images.device, images.dtype), list(images.shape), align_corners=False
-    )
+    shape = list(images.shape) if size is None else [n, images.shape[1], size, size]
+    grid = F.affine_grid(theta.to(images.device, images.dtype), shape, align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -141,17 +148,20 @@ def augment_geometry(
     aspect: torch.Tensor,
     params: TrainParams,
     generator: torch.Generator,
+    zoom: float = 1.0,
+    size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Float images (N, 3, S, S) and input-frame landmarks (N, joints, 3) → both moved by the
-    same random affine, plus the (N,) flip flags. z scales with the picture (MediaPipe's z is in
-    units of the image width), and is unchanged by mirror and rotation."""
-    matrices, flipped = random_affines(landmarks, aspect, params, generator)
+    same random affine (after ``zoom``, see ``random_affines``), the images resampled to
+    ``size``, plus the (N,) flip flags. z scales with the picture (MediaPipe's z is in units of
+    the image width), and is unchanged by mirror and rotation."""
+    matrices, flipped = random_affines(landmarks, aspect, params, generator, zoom)
     moved = transform_points(landmarks, matrices)
     if moved.shape[-1] > 2:
         # |det| of the 2x2 part is scale^2 whatever the aspect
         scale = matrices[:, :, :2].det().abs().sqrt().to(moved.device, moved.dtype)
         moved = torch.cat([moved[..., :2], moved[..., 2:] * scale.view(-1, 1, 1)], dim=-1)
-    return warp_images(images, matrices), moved, flipped
+    return warp_images(images, matrices, size), moved, flipped
 
 
 def handedness_after(labels: list[str] | np.ndarray, flipped: torch.Tensor) -> list[str]:

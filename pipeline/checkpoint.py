@@ -33,13 +33,19 @@ from pipeline.params import (
 )
 from pipeline.paths import PRETRAIN_DIR
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: presence head, role and crop margin
 LAST, BEST = "last.pt", "best.pt"
+# How a network is used: the whole-frame student (one pass); the top-down student's landmark
+# model on crops, which needs a finder; the cascade, a landmark model that is its own finder
+# (run on the letterboxed frame first); the finder, on the letterboxed frame.
+ROLES = ("whole_frame", "landmarks", "cascade", "finder")
+# What rebuilds and places one network: a training checkpoint has these and more; a bundle (the
+# export stage's student.pt) holds the landmark model's and its finder's.
+NETWORK_KEYS = ("model_config", "codec", "model", "epoch", "role", "crop_margin")
+BUNDLE_KIND = "student_bundle"
 # The pretrain stage's weights, for train.pretrained=synthetic.
 PRETRAINED_WEIGHTS = PRETRAIN_DIR / BEST
-REQUIRED_KEYS = frozenset(
-    {"format", "model_config", "codec", "model", "epoch", "fingerprint", "train_params"}
-)
+REQUIRED_KEYS = frozenset({"format", *NETWORK_KEYS, "fingerprint", "train_params"})
 PLAIN_TYPES = (str, int, float, bool, type(None))
 
 
@@ -73,8 +79,8 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
         torch.save(payload, partial)
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint of this project, loaded without running any code it might carry."""
+def read_safely(path: str | Path) -> object:
+    """``torch.load`` without running any code the file might carry; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found; run `dvc repro train`")
@@ -90,10 +96,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({error}); delete it and retrain"
         ) from None
-    if not isinstance(payload, dict) or not REQUIRED_KEYS <= set(payload):
-        missing = sorted(REQUIRED_KEYS - set(payload if isinstance(payload, dict) else ()))
-        raise CheckpointError(f"{path} is not a checkpoint of this project (missing {missing})")
-    if payload["format"] != CHECKPOINT_FORMAT:
+    if isinstance(payload, dict) and payload.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path} has checkpoint format {payload['format']}, expected {CHECKPOINT_FORMAT}; "
             "it comes from another version of this project: retrain (`dvc repro train`)"
@@ -101,10 +104,51 @@ def load_checkpoint(path: str | Path) -> dict:
     return payload
 
 
+def load_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint of this project, loaded without running any code it carries."""
+    payload = read_safely(path)
+    if not isinstance(payload, dict) or not REQUIRED_KEYS <= set(payload):
+        missing = sorted(REQUIRED_KEYS - set(payload if isinstance(payload, dict) else ()))
+        raise CheckpointError(f"{path} is not a checkpoint of this project (missing {missing})")
+    return payload
+
+
+def network_record(payload: dict) -> dict:
+    """The part of a checkpoint that rebuilds and places its network (and, for an exported
+    landmark network, the ``refine`` passes its student makes)."""
+    record = {key: payload[key] for key in NETWORK_KEYS}
+    if "refine" in payload:
+        record["refine"] = int(payload["refine"])
+    return record
+
+
+def save_bundle(path: str | Path, landmarks: dict, finder: dict | None) -> None:
+    """One file for the whole student: the landmark model and its finder (None: it needs none)."""
+    records = {"landmarks": network_record(landmarks)}
+    if finder is not None:
+        records["finder"] = network_record(finder)
+    save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "kind": BUNDLE_KIND, **records})
+
+
+def load_networks(path: str | Path) -> dict[str, dict]:
+    """``{"landmarks": record, "finder": record or absent}`` from a training checkpoint or a
+    bundle; each record has ``NETWORK_KEYS``."""
+    path = Path(path)
+    payload = read_safely(path)
+    if isinstance(payload, dict) and payload.get("kind") == BUNDLE_KIND:
+        records = {k: payload[k] for k in ("landmarks", "finder") if k in payload}
+        for name, record in records.items():
+            if not isinstance(record, dict) or set(NETWORK_KEYS) - set(record):
+                raise CheckpointError(f"{path}: its {name} model is incomplete")
+        return records
+    return {"landmarks": network_record(load_checkpoint(path))}
+
+
 def model_from_checkpoint(
     payload: dict, path: str | Path = "checkpoint"
 ) -> tuple[LandmarkRegressor, LandmarkCodec, ModelConfig]:
-    """The model a checkpoint describes, with its weights, and its codec and config."""
+    """The model a checkpoint (or a network record) describes, with its weights, and its codec
+    and config."""
     try:
         config = ModelConfig.from_dict(payload["model_config"])
         codec = LandmarkCodec.from_dict(payload["codec"])

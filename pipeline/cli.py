@@ -23,6 +23,7 @@ from pipeline.paths import TEACHER_MODEL as TEACHER_STAGE_MODEL  # used by `scor
 from pipeline.predict import InputError, predict_path, skipped_path, write_predictions
 from pipeline.scoring import score_folder
 from pipeline.sources import DataLayoutError
+from pipeline.student import DEFAULT_MIN_PRESENCE
 from pipeline.teacher import TeacherModelError
 
 # What the user can fix is reported in one line; anything else is a bug and keeps its traceback.
@@ -39,6 +40,32 @@ def _positive(text: str) -> int:
     return value
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
+    return value
+
+
+def _student_options(command: argparse.ArgumentParser) -> None:
+    """How the student runs: the options predict and score share."""
+    command.add_argument("--batch-size", type=_positive, default=32)
+    command.add_argument(
+        "--min-presence", type=_probability, default=DEFAULT_MIN_PRESENCE, metavar="P",
+        help="a hand where the student's presence is at least P (default %(default)s)",
+    )  # fmt: skip
+    command.add_argument(
+        "--finder", type=Path, default=None, metavar="PATH",
+        help="the finder of a crop model that holds none (models/finder/best.pt)",
+    )  # fmt: skip
+    command.add_argument(
+        "--refine", type=int, default=None, metavar="N",
+        help="crop passes after the first in image mode (default: what the model file says)",
+    )  # fmt: skip
+    command.add_argument("--device", choices=DEVICES, default="auto")
+    command.add_argument("--no-progress", action="store_true")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hand-landmarks", description="Use a trained student: predict landmarks, or score it."
@@ -48,11 +75,16 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict",
         help="landmarks for an image, a folder of images (recursive) or a video",
-        description="Write one CSV row per image (per frame for a video): path, [frame], width, "
-        "height, x0, y0, z0, ... with x, y in pixels of the original image. Unreadable images are "
+        description="Write one CSV row per image (per frame for a video, tracked from frame to "
+        "frame): path, [frame], width, height, presence, [tracked], crop_x, crop_y, crop_side, "
+        "x0, y0, z0, ... with x, y in pixels of the original image, empty where presence is "
+        "below --min-presence. Unreadable images are "
         "listed in <output stem>.skipped.csv beside the CSV.",
     )
-    predict.add_argument("model", type=Path, help="checkpoint (.pt) or ONNX export (.onnx)")
+    predict.add_argument(
+        "model", type=Path,
+        help="models/export/student.pt or student.onnx, or a training checkpoint (.pt)",
+    )  # fmt: skip
     predict.add_argument("input", type=Path, help="image file, folder, or video file")
     predict.add_argument(
         "--output", "-o", type=Path, default=Path("predictions.csv"), metavar="CSV"
@@ -65,9 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--overwrite", action="store_true", help="replace overlay files that exist already"
     )
-    predict.add_argument("--batch-size", type=_positive, default=32)
-    predict.add_argument("--device", choices=DEVICES, default="auto")
-    predict.add_argument("--no-progress", action="store_true")
+    _student_options(predict)
 
     score = commands.add_parser(
         "score",
@@ -75,7 +105,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Label FOLDER with the teacher (cached by image content), predict where it "
         "found a hand (its best hand where it found several) and report MPJPE, PCK and AUC.",
     )
-    score.add_argument("model", type=Path, help="checkpoint (.pt) or ONNX export (.onnx)")
+    score.add_argument(
+        "model", type=Path,
+        help="models/export/student.pt or student.onnx, or a training checkpoint (.pt)",
+    )  # fmt: skip
     score.add_argument("folder", type=Path, help="folder of images; first sub-folder = class")
     score.add_argument(
         "--teacher", type=Path, default=None,
@@ -92,9 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--workers", type=int, default=0, help="teacher processes (default 0: one per CPU core)"
     )
-    score.add_argument("--batch-size", type=_positive, default=32)
-    score.add_argument("--device", choices=DEVICES, default="auto")
-    score.add_argument("--no-progress", action="store_true")
+    _student_options(score)
     return parser
 
 
@@ -110,11 +141,16 @@ def _predict(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         overwrite=args.overwrite,
+        min_presence=args.min_presence,
+        finder=args.finder,
+        refine=args.refine,
     )
     skipped = write_predictions(result, args.output)
+    hands = int((result.presence >= args.min_presence).sum())
+    mode = "tracking" if "tracked" in result.table.columns else "image mode"
     print(
         f"{len(result.table)} predicted in {result.seconds:.1f}s "
-        f"({result.images_per_second:.1f}/s) -> {args.output}; "
+        f"({result.images_per_second:.1f}/s, {mode}), a hand in {hands} -> {args.output}; "
         f"{len(result.skipped)} skipped -> {skipped}"
         + (f"; overlays in {args.overlay}" if args.overlay else "")
     )
@@ -141,6 +177,9 @@ def _score(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.no_progress,
+        min_presence=args.min_presence,
+        finder=args.finder,
+        refine=args.refine,
     )
     report = result.report
     write_json(args.json_path, report)
@@ -160,6 +199,11 @@ def _score(args: argparse.Namespace) -> int:
         f"({metrics['mpjpe_norm_hand']:.3f} of hand size), PCK@0.05/0.1/0.2 "
         f"{metrics['pck_05']:.3f}/{metrics['pck_10']:.3f}/{metrics['pck_20']:.3f}, "
         f"AUC {metrics['auc']:.3f}"
+    )
+    presence = report["presence"]
+    print(
+        f"presence vs teacher: says hand on {presence['presence_recall']} of its detections, "
+        f"no hand on {presence['no_hand_agreement']} of the images without one"
     )
     return 0
 

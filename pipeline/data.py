@@ -31,7 +31,8 @@ import pandas as pd
 import torch
 
 from pipeline import distributed
-from pipeline.codec import LandmarkCodec
+from pipeline.codec import InputFrames, LandmarkCodec
+from pipeline.crops import SQUARE_COLUMNS
 from pipeline.images import read_image
 from pipeline.keypoints import NUM_JOINTS
 from pipeline.machine import available_cores
@@ -204,17 +205,32 @@ def _machine_shared_images(count: int, image_size: int, on_disk: bool) -> torch.
 
 @dataclass
 class SplitData:
-    """One split at training resolution, aligned with its label table rows."""
+    """One split at training resolution: one sample per row of its table (an image, and for the
+    crop layout the square of it that the sample shows)."""
 
     images: torch.Tensor | DiskImages  # (N, 3, S, S) uint8
-    landmarks: np.ndarray  # (N, joints, 3) teacher landmarks, normalised
+    landmarks: np.ndarray  # (N, joints, 3) teacher landmarks, normalised; NaN: no hand
     width: np.ndarray  # (N,) original image size, pixels
     height: np.ndarray
     table: pd.DataFrame
-    layout: str = "squash"  # how the images were made from the originals (see pipeline.codec)
+    layout: str = "crop"  # how the images were made from the originals (see pipeline.codec)
+    squares: np.ndarray | None = None  # (N, 3) crop layout: the square each image shows, px
 
     def __len__(self) -> int:
         return len(self.table)
+
+    @property
+    def presence(self) -> np.ndarray:
+        """(N,) bool: the sample shows the hand (the table's ``presence`` where it has one, e.g.
+        crops that miss the hand; else: the teacher found one)."""
+        if "presence" in self.table.columns:
+            return self.table["presence"].to_numpy(bool)
+        return np.isfinite(self.landmarks).all(axis=(1, 2))
+
+    def frames(self, size: int | None = None) -> InputFrames:
+        """Each sample's frame: table units → the picture it holds."""
+        codec = LandmarkCodec(layout=self.layout)
+        return codec.frames(self.width, self.height, size, self.squares)
 
     @property
     def on_disk(self) -> bool:
@@ -233,11 +249,14 @@ def load_split(
     table: pd.DataFrame,
     data_root: str | Path,
     image_size: int,
-    layout: str = "squash",
+    layout: str = "crop",
     budget_bytes: int | None = None,
+    squares: np.ndarray | None = None,
 ) -> SplitData:
-    """Decode every image of ``table`` once. A file that fails now (it was read by the labeling
-    stage) is an error naming it: the data root changed under the pipeline.
+    """Decode every image of ``table`` once, as the picture the layout makes of it (for crops,
+    of the row's square in ``squares``, or in the table's ``crop_x, crop_y, crop_side``). A file
+    that fails now (it was read by the labeling stage) is an error naming it: the data root
+    changed under the pipeline.
 
     The decoded images stay in memory when they fit ``budget_bytes`` (None: no limit), else
     they go to a temporary file (``DiskImages``) and are read back per batch.
@@ -245,6 +264,14 @@ def load_split(
     table = table.reset_index(drop=True)
     codec = LandmarkCodec(layout=layout)
     count = len(table)
+    if layout == "crop" and squares is None:
+        if not set(SQUARE_COLUMNS) <= set(table.columns):
+            raise ValueError(
+                f"the crop layout needs each row's square ({', '.join(SQUARE_COLUMNS)})"
+            )
+        squares = table[list(SQUARE_COLUMNS)].to_numpy(np.float64)
+    if squares is not None:
+        squares = np.asarray(squares, dtype=np.float64).reshape(count, 3)
     on_disk = budget_bytes is not None and cache_bytes(count, image_size) > budget_bytes
     # The processes of this machine (torchrun) share one copy and each decodes its share into it.
     machine = distributed.current_ranks().on_this_machine
@@ -258,7 +285,9 @@ def load_split(
     paths = [Path(data_root) / relative for relative in table["path"]]
 
     def decode(position: int) -> np.ndarray:
-        return codec.input_image(read_image(paths[position]), image_size).transpose(2, 0, 1)
+        square = None if squares is None else squares[position]
+        rgb = read_image(paths[position])
+        return codec.input_image(rgb, image_size, square).transpose(2, 0, 1)
 
     mine = distributed.contiguous_shares(count, machine)[machine.rank]
     with ThreadPoolExecutor(decode_threads(machine.world_size)) as pool:
@@ -274,4 +303,5 @@ def load_split(
         height=table["height"].to_numpy(np.float64),
         table=table,
         layout=layout,
+        squares=squares if layout == "crop" else None,
     )

@@ -1,26 +1,48 @@
-"""Evaluate the best student on the test and validation splits against the teacher (and truth)."""
+"""Evaluate the student on the test and validation splits against the teacher (and the truth).
+
+Through the student a user gets (``pipeline.student``): end to end (the finder's crop, then the
+landmark network on it), and for a top-down student also on the oracle crop (the teacher's
+landmarks' square), side by side, so that what the finder costs is in plain sight. Landmark
+metrics are over the images where the teacher found a hand; the presence is compared with the
+teacher's verdict over all images, those without a hand included.
+"""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from pipeline.data import SplitData, load_split
+from pipeline.crops import square_corners
 from pipeline.images import read_image
-from pipeline.inference import predict
-from pipeline.keypoints import JOINT_NAMES, hand_size, to_pixels
+from pipeline.keypoints import JOINT_NAMES, NUM_JOINTS, hand_size, to_pixels
+from pipeline.machine import available_cores
 from pipeline.metrics import (
     CURVE_THRESHOLDS,
     compare_landmarks,
     joint_errors,
     pck_curve,
+    presence_agreement,
     validation_metrics,
 )
 from pipeline.plots import grid, overlay_tile
+from pipeline.samples import has_hand, oracle_squares
+from pipeline.schema import LANDMARK_COLUMNS, TRUTH_COLUMNS
+from pipeline.student import Student, TopDownStudent
+
+
+@dataclass
+class StudentOutputs:
+    """What the student said about a split's images, aligned with its rows."""
+
+    table: pd.DataFrame
+    landmarks: np.ndarray  # (N, joints, 3) end to end, table units
+    presence: np.ndarray  # (N,) end to end
+    squares: np.ndarray  # (N, 3) the crops the landmarks were read in (NaN: whole frame)
+    oracle: np.ndarray | None  # (N, joints, 3) on the teacher's crop (NaN where no hand)
 
 
 @dataclass
@@ -29,41 +51,109 @@ class SplitEvaluation:
     pck_curves: pd.DataFrame  # threshold + one column per comparison
     per_joint: pd.DataFrame  # joint, mpjpe_px
     per_class: pd.DataFrame  # class_name, images, mpjpe_px, mpjpe_norm_hand, pck_10
-    predicted: np.ndarray  # (N, joints, 3) normalised
+    outputs: StudentOutputs
 
 
-def evaluate_split(
-    model, codec, data: SplitData, device: torch.device, batch_size: int
-) -> SplitEvaluation:
-    predicted = predict(model, data.images, codec, device, batch_size, data.width, data.height)
-    student_vs_teacher = validation_metrics(predicted, data.landmarks, data.width, data.height)
-    metrics: dict = {"images": len(data), "student_vs_teacher": student_vs_teacher}
-    teacher_px = to_pixels(data.landmarks, data.width, data.height)
-    student_px = to_pixels(predicted, data.width, data.height)
+def run_student(
+    student: Student, table: pd.DataFrame, data_root: str | Path, batch_size: int
+) -> StudentOutputs:
+    """The student on every image of ``table``, ``batch_size`` images at a time (decoded in
+    threads), end to end and, for a top-down student, on the teacher's crops."""
+    table = table.reset_index(drop=True)
+    paths = [Path(data_root) / p for p in table["path"]]
+    width, height = table["width"].to_numpy(np.float64), table["height"].to_numpy(np.float64)
+    found = has_hand(table)
+    top_down = isinstance(student, TopDownStudent)
+    oracle_at = oracle_squares(table, student.landmarks.crop_margin) if top_down else None
+    landmarks = np.full((len(table), NUM_JOINTS, 3), np.nan)
+    presence, squares = np.zeros(len(table)), np.full((len(table), 3), np.nan)
+    oracle = np.full((len(table), NUM_JOINTS, 3), np.nan) if top_down else None
+    with ThreadPoolExecutor(min(4, available_cores())) as pool:
+        for start in range(0, len(table), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(table)))
+            rgbs = list(pool.map(read_image, [paths[i] for i in rows]))
+            result = student.predict_images(rgbs, batch_size)
+            pixels = result.landmarks
+            landmarks[rows, :, 0] = pixels[..., 0] / width[rows, None]
+            landmarks[rows, :, 1] = pixels[..., 1] / height[rows, None]
+            landmarks[rows, :, 2] = pixels[..., 2]
+            presence[rows], squares[rows] = result.presence, result.squares
+            if top_down and found[rows].any():
+                hands = rows[found[rows]]
+                picked = [rgbs[i] for i in np.flatnonzero(found[rows])]
+                oracle[hands], _ = student.crop_pass(picked, oracle_at[hands], batch_size)
+    return StudentOutputs(table, landmarks, presence, squares, oracle)
+
+
+def _teacher(table: pd.DataFrame) -> np.ndarray:
+    return table[LANDMARK_COLUMNS].to_numpy(np.float64).reshape(len(table), NUM_JOINTS, 3)
+
+
+def _truth(table: pd.DataFrame) -> np.ndarray | None:
+    if not set(TRUTH_COLUMNS) <= set(table.columns):
+        return None
+    truth = table[TRUTH_COLUMNS].to_numpy(np.float64).reshape(len(table), NUM_JOINTS, 2)
+    return None if np.isnan(truth).any() else truth
+
+
+def evaluate_outputs(outputs: StudentOutputs, min_presence: float) -> SplitEvaluation:
+    """Metrics, curves and tables of the student's outputs on one split."""
+    table = outputs.table
+    found = has_hand(table)
+    if not found.any():
+        raise ValueError("no image of the split has a teacher hand; nothing to evaluate")
+    hands = table[found].reset_index(drop=True)
+    width, height = hands["width"].to_numpy(np.float64), hands["height"].to_numpy(np.float64)
+    teacher = _teacher(hands)
+    predicted = outputs.landmarks[found]
+    metrics: dict = {
+        "images": int(len(table)),
+        "images_with_hand": int(found.sum()),
+        "student_vs_teacher": validation_metrics(predicted, teacher, width, height),
+        "presence": {
+            "min_presence": min_presence,
+            **presence_agreement(outputs.presence, found, min_presence),
+        },
+    }
+    if set(TRUTH_COLUMNS) <= set(table.columns):
+        # Rendered data knows where a hand really is: the teacher's misses of a drawn hand are
+        # negatives too (the student learns the teacher), but apart from the empty frames.
+        drawn = np.isfinite(table[TRUTH_COLUMNS].to_numpy(np.float64)).all(axis=1)
+        says_hand = outputs.presence >= min_presence
+        empty = ~drawn
+        missed = drawn & ~found
+        metrics["presence"]["no_hand_agreement_empty_frames"] = (
+            round(float((~says_hand[empty]).mean()), 6) if empty.any() else None
+        )
+        metrics["presence"]["teacher_missed_drawn_hands"] = int(missed.sum())
+    teacher_px, student_px = to_pixels(teacher, width, height), to_pixels(predicted, width, height)
     curves = {"threshold": CURVE_THRESHOLDS}
     curves["student_vs_teacher"] = pck_curve(
         joint_errors(student_px, teacher_px), hand_size(teacher_px)
     )
-    truth = data.true_landmarks
-    if truth is not None:
-        truth_px = to_pixels(truth, data.width, data.height)
-        truth_size = hand_size(truth_px)
-        metrics["teacher_vs_truth"] = compare_landmarks(
-            data.landmarks, truth, data.width, data.height
+    if outputs.oracle is not None:
+        oracle = outputs.oracle[found]
+        metrics["oracle_crop"] = validation_metrics(oracle, teacher, width, height)
+        oracle_px = to_pixels(oracle, width, height)
+        curves["oracle_crop_vs_teacher"] = pck_curve(
+            joint_errors(oracle_px, teacher_px), hand_size(teacher_px)
         )
-        metrics["student_vs_truth"] = compare_landmarks(predicted, truth, data.width, data.height)
+    truth = _truth(hands)
+    if truth is not None:
+        truth_px = to_pixels(truth, width, height)
+        truth_size = hand_size(truth_px)
+        metrics["teacher_vs_truth"] = compare_landmarks(teacher, truth, width, height)
+        metrics["student_vs_truth"] = compare_landmarks(predicted, truth, width, height)
         curves["teacher_vs_truth"] = pck_curve(joint_errors(teacher_px, truth_px), truth_size)
         curves["student_vs_truth"] = pck_curve(joint_errors(student_px, truth_px), truth_size)
 
     errors = joint_errors(student_px, teacher_px)
     per_joint = pd.DataFrame({"joint": JOINT_NAMES, "mpjpe_px": errors.mean(axis=0).round(4)})
     rows = []
-    classes = data.table["class_name"].to_numpy()
+    classes = hands["class_name"].to_numpy()
     for class_name in sorted(set(classes)):
         mask = classes == class_name
-        m = compare_landmarks(
-            predicted[mask], data.landmarks[mask], data.width[mask], data.height[mask]
-        )
+        m = compare_landmarks(predicted[mask], teacher[mask], width[mask], height[mask])
         rows.append(
             {
                 "class_name": class_name,
@@ -76,45 +166,37 @@ def evaluate_split(
         pck_curves=pd.DataFrame(curves).round(6),
         per_joint=per_joint,
         per_class=pd.DataFrame(rows),
-        predicted=predicted,
+        outputs=outputs,
     )
 
 
-def overlay_grid(
-    data: SplitData, predicted: np.ndarray, data_root: str | Path, count: int
-) -> np.ndarray:
-    """Evenly spaced test photos with the teacher (green) and student (magenta) skeletons."""
-    picks = np.unique(np.linspace(0, len(data) - 1, min(count, len(data))).round().astype(int))
-    teacher_px = to_pixels(data.landmarks, data.width, data.height)
-    student_px = to_pixels(predicted, data.width, data.height)
-    errors = joint_errors(student_px, teacher_px).mean(axis=1)
+def overlay_grid(outputs: StudentOutputs, data_root: str | Path, count: int) -> np.ndarray:
+    """Evenly spaced test photos with a teacher hand: the teacher's (green) and the student's
+    (magenta) skeletons, and the student's crop (magenta box)."""
+    table = outputs.table
+    found = np.flatnonzero(has_hand(table))
+    spaced = np.linspace(0, len(found) - 1, min(count, len(found))).round().astype(int)
+    picks = found[np.unique(spaced)]
+    width, height = table["width"].to_numpy(np.float64), table["height"].to_numpy(np.float64)
+    teacher_px = to_pixels(_teacher(table), width, height)
+    student_px = to_pixels(outputs.landmarks, width, height)
     tiles = []
     for i in picks:
-        row = data.table.iloc[i]
+        row = table.iloc[i]
         rgb = read_image(Path(data_root) / row["path"])
-        caption = f"{Path(row['path']).name[:28]}  {errors[i]:.1f}px"
+        error = float(joint_errors(student_px[i : i + 1], teacher_px[i : i + 1]).mean())
+        caption = f"{Path(row['path']).name[:24]}  {error:.1f}px  p={outputs.presence[i]:.2f}"
+        boxes = {}
+        if np.isfinite(outputs.squares[i]).all():
+            boxes["student"] = square_corners(outputs.squares[i])
         tiles.append(
-            overlay_tile(rgb, {"teacher": teacher_px[i], "student": student_px[i]}, caption)
+            overlay_tile(
+                rgb, {"teacher": teacher_px[i], "student": student_px[i]}, caption, boxes=boxes
+            )
         )
     return grid(
         tiles,
         columns=4,
-        legend="green: teacher (MediaPipe)   magenta: student   caption: mean error vs teacher",
+        legend="green: teacher (MediaPipe)   magenta: student, box: its crop   caption: mean "
+        "error vs teacher, presence",
     )
-
-
-def load_eval_split(
-    table: pd.DataFrame,
-    split: str,
-    data_root: str | Path,
-    image_size: int,
-    layout: str = "squash",
-    budget_bytes: int | None = None,
-) -> SplitData:
-    selected = table[table["split"] == split]
-    if selected.empty:
-        raise ValueError(
-            f"the {split} split is empty after filtering; nothing to evaluate "
-            "(see data/split/dropped.csv)"
-        )
-    return load_split(selected, data_root, image_size, layout, budget_bytes)

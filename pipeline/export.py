@@ -1,7 +1,9 @@
-"""ONNX export of the student: one file that carries its input contract and its codec.
+"""Export of the student: ``student.pt`` (one file with the landmark network and its finder),
+and each network as ONNX, a file that carries its input contract, codec and role.
 
 The contract every ONNX consumer (``predict``, other runtimes) relies on is written down in
-``pipeline.inference``, which reads it back.
+``pipeline.inference``, which reads it back; a landmark network's metadata names its finder's
+file (beside it) and sha256.
 
 The exporter is torch's TorchScript one (``dynamo=False``): the torch.export-based default needs
 ``onnxscript``, which is not a dependency, and this model has no control flow that would need it.
@@ -24,11 +26,24 @@ import onnx
 import onnxruntime
 import torch
 
-from pipeline.checkpoint import load_checkpoint, model_from_checkpoint
-from pipeline.codec import NUM_OUTPUTS, LandmarkCodec
-from pipeline.inference import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, onnx_session
+from pipeline.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    model_from_checkpoint,
+    network_record,
+    save_bundle,
+)
+from pipeline.codec import NUM_OUTPUTS
+from pipeline.inference import (
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_NAME,
+    OUTPUT_NAMES,
+    PRESENCE_NAME,
+    onnx_session,
+)
 from pipeline.io import atomic_path
-from pipeline.model import LandmarkRegressor, ModelConfig
+from pipeline.model import LandmarkRegressor
 
 OPSET = 17  # read by ONNX Runtime 1.17+ (the minimum in pyproject.toml)
 CHECK_BATCH_SIZES = (1, 3)  # 1 and >1: the batch axis really is dynamic
@@ -44,17 +59,34 @@ class ExportError(RuntimeError):
 @dataclass(frozen=True)
 class Exported:
     data: bytes  # the serialised ONNX model
-    max_abs_diff: float  # largest |ONNX Runtime - torch| over the check images
+    max_abs_diff: float  # largest |ONNX Runtime - torch| over the check images and outputs
 
 
-def export_model(
-    model: LandmarkRegressor, config: ModelConfig, codec: LandmarkCodec, epoch: int
-) -> Exported:
-    """``model`` (put in eval mode) as ONNX with the contract's names and metadata, run with ONNX
-    Runtime at batch sizes 1 and 3 against torch; an ExportError if they disagree."""
-    data, tracer_warnings = _trace(model, config, codec, epoch)
+def metadata_of(record: dict, finder: dict | None = None) -> dict:
+    """The ONNX metadata of a network record (``checkpoint.network_record``); ``finder``: the
+    ``{"file", "sha256"}`` of the finder a landmark network needs."""
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": record["model_config"],
+        "codec": record["codec"],
+        "epoch": int(record["epoch"]),
+        "role": record["role"],
+        "crop_margin": float(record["crop_margin"]),
+    }
+    if finder is not None:
+        meta["finder"] = finder
+    if "refine" in record:
+        meta["refine"] = int(record["refine"])
+    return meta
+
+
+def export_model(model: LandmarkRegressor, metadata: dict) -> Exported:
+    """``model`` (put in eval mode) as ONNX with the contract's names and ``metadata``, run with
+    ONNX Runtime at batch sizes 1 and 3 against torch; an ExportError if they disagree."""
+    data, tracer_warnings = _trace(model, metadata)
+    image_size = metadata["model_config"]["image_size"]
     try:
-        difference = max_difference(data, model, config.image_size)
+        difference = max_difference(data, model, image_size)
         if not difference <= TOLERANCE:
             raise ExportError(
                 f"ONNX Runtime and torch disagree by up to {difference:.3g} on the same images "
@@ -72,11 +104,10 @@ def export_model(
     return Exported(data, difference)
 
 
-def _trace(
-    model: LandmarkRegressor, config: ModelConfig, codec: LandmarkCodec, epoch: int
-) -> tuple[bytes, list[str]]:
+def _trace(model: LandmarkRegressor, metadata: dict) -> tuple[bytes, list[str]]:
     model = model.eval().cpu()
-    example = torch.zeros(2, 3, config.image_size, config.image_size)
+    size = metadata["model_config"]["image_size"]
+    example = torch.zeros(2, 3, size, size)
     buffer = io.BytesIO()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -85,8 +116,8 @@ def _trace(
             (example,),
             buffer,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=OUTPUT_NAMES,
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
             opset_version=OPSET,
             do_constant_folding=True,
             dynamo=False,
@@ -99,7 +130,6 @@ def _trace(
         if issubclass(w.category, torch.jit.TracerWarning)
     ]
     proto = onnx.load_from_string(buffer.getvalue())
-    metadata = {"model_config": config.to_dict(), "codec": codec.to_dict(), "epoch": int(epoch)}
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata, sort_keys=True)
@@ -109,7 +139,7 @@ def _trace(
 
 
 def read_metadata(source: str | os.PathLike | bytes | onnx.ModelProto) -> dict:
-    """The ``{"model_config", "codec", "epoch"}`` stored in an exported model."""
+    """The metadata stored in an exported model (``metadata_of``)."""
     if isinstance(source, onnx.ModelProto):
         proto = source
     elif isinstance(source, bytes):
@@ -130,7 +160,8 @@ def max_difference(
     batch_sizes: tuple[int, ...] = CHECK_BATCH_SIZES,
     seed: int = 0,
 ) -> float:
-    """Largest |ONNX Runtime - torch| over seeded random uint8 images at each batch size."""
+    """Largest |ONNX Runtime - torch| over seeded random uint8 images at each batch size, on the
+    landmarks and the presence."""
     runtime = onnx_session(exported)
     rng = np.random.default_rng(seed)
     model = model.eval().cpu()
@@ -139,40 +170,79 @@ def max_difference(
         pixels = rng.integers(0, 256, (batch, 3, image_size, image_size), dtype=np.uint8)
         images = pixels.astype(np.float32) / 255
         try:
-            (onnx_out,) = runtime.run([OUTPUT_NAME], {INPUT_NAME: images})
+            onnx_landmarks, onnx_presence = runtime.run(
+                [OUTPUT_NAME, PRESENCE_NAME], {INPUT_NAME: images}
+            )
         except Exception as error:  # onnxruntime's own exception types
             raise ExportError(
                 f"the exported model fails on a batch of {batch}: {str(error).strip()[-300:]}"
             ) from None
         with torch.no_grad():
-            torch_out = model(torch.from_numpy(images)).numpy()
-        if onnx_out.shape != (batch, NUM_OUTPUTS):
+            torch_landmarks, torch_presence = (t.numpy() for t in model(torch.from_numpy(images)))
+        if onnx_landmarks.shape != (batch, NUM_OUTPUTS) or onnx_presence.shape != (batch,):
             raise ExportError(
-                f"exported model returns {onnx_out.shape} for a batch of {batch}, "
-                f"expected {(batch, NUM_OUTPUTS)}"
+                f"exported model returns {onnx_landmarks.shape} and {onnx_presence.shape} for a "
+                f"batch of {batch}, expected {(batch, NUM_OUTPUTS)} and {(batch,)}"
             )
-        worst = max(worst, float(np.abs(onnx_out - torch_out).max()))
+        worst = max(
+            worst,
+            float(np.abs(onnx_landmarks - torch_landmarks).max()),
+            float(np.abs(onnx_presence - torch_presence).max()),
+        )
     return worst
 
 
-def export_onnx(checkpoint_path: str | os.PathLike, onnx_path: str | os.PathLike) -> dict:
-    """Export the checkpoint's student to ``onnx_path`` (atomically, only if it matches torch)."""
-    checkpoint = load_checkpoint(checkpoint_path)
-    model, codec, config = model_from_checkpoint(checkpoint, checkpoint_path)
+def _export_one(record: dict, path: Path, name: str, finder: dict | None = None) -> dict:
+    model, _, _ = model_from_checkpoint(record, name)
     try:
-        exported = export_model(model, config, codec, checkpoint["epoch"])
+        exported = export_model(model, metadata_of(record, finder))
     except ExportError as error:
-        raise ExportError(f"{checkpoint_path}: {error}\n{onnx_path} was not written") from None
-    with atomic_path(onnx_path) as partial:
-        partial.write_bytes(exported.data)
+        raise ExportError(f"{name}: {error}\n{path.parent} was not written") from None
+    path.write_bytes(exported.data)
     return {
-        "exporter": "torch.onnx TorchScript (dynamo=False)",
-        "opset": OPSET,
-        "checkpoint_epoch": int(checkpoint["epoch"]),
-        "input_size": config.image_size,
+        "file": path.name,
+        "role": record["role"],
+        "checkpoint_epoch": int(record["epoch"]),
+        "input_size": record["model_config"]["image_size"],
         "file_bytes": len(exported.data),
         "sha256": hashlib.sha256(exported.data).hexdigest(),
         "max_abs_diff": exported.max_abs_diff,
+    }
+
+
+def export_student(
+    checkpoint_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    finder_path: str | os.PathLike | None = None,
+    refine: int = 0,
+) -> dict:
+    """``out_dir`` (replaced atomically, only when every export matches torch): ``student.pt``,
+    the bundle of the landmark network and its finder, and ``student.onnx`` (+ ``finder.onnx``
+    for a landmark network with a finder of its own). ``refine``: the crop passes after the first
+    the top-down student makes in image mode, recorded with it. Returns the export's metrics."""
+    landmarks = network_record(load_checkpoint(checkpoint_path))
+    if landmarks["role"] in ("landmarks", "cascade"):
+        landmarks["refine"] = int(refine)
+    finder = None
+    if landmarks["role"] == "landmarks":
+        if finder_path is None:
+            raise ExportError(f"{checkpoint_path} is a crop model and needs its finder's file")
+        finder = network_record(load_checkpoint(finder_path))
+    networks = {}
+    with atomic_path(out_dir) as partial:
+        partial.mkdir()
+        save_bundle(partial / "student.pt", landmarks, finder)
+        reference = None
+        if finder is not None:
+            networks["finder"] = _export_one(finder, partial / "finder.onnx", str(finder_path))
+            reference = {"file": "finder.onnx", "sha256": networks["finder"]["sha256"]}
+        networks["landmarks"] = _export_one(
+            landmarks, partial / "student.onnx", str(checkpoint_path), reference
+        )
+    return {
+        "exporter": "torch.onnx TorchScript (dynamo=False)",
+        "opset": OPSET,
+        "networks": networks,
         "checked_batch_sizes": list(CHECK_BATCH_SIZES),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,

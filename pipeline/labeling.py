@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from pipeline.images import ImageReadError, read_image
 from pipeline.keypoints import NUM_JOINTS
 from pipeline.params import LandmarksParams
+from pipeline.progress import progress as progress_bar
 from pipeline.schema import BOX_COLUMNS, LANDMARK_COLUMNS, TRUTH_COLUMNS, WORLD_COLUMNS
 from pipeline.sources import SPLITS, DataListing, ImageRecord, SkippedFile
 from pipeline.teacher import HandDetection, Teacher
@@ -91,7 +91,7 @@ def label_images(
     tasks = [(i, str(listing.root / r.path)) for i, r in enumerate(records)]
     results: list[tuple[int, dict | None, str | None]] = []
     started = time.perf_counter()
-    bar = tqdm(total=len(tasks), desc="teacher", unit="img", disable=not progress, mininterval=1.0)
+    bar = progress_bar(len(tasks), "teacher", "img", progress)
     workers = max(1, min(workers, len(tasks)))
     if workers == 1:
         _init_worker(str(model_path), settings, close_at_exit=False)

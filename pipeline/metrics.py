@@ -93,3 +93,29 @@ def validation_metrics(
     z_error = np.abs(np.asarray(predicted)[..., 2] - np.asarray(reference)[..., 2])
     metrics["z_mae"] = round(float(np.mean(z_error)), 6)
     return metrics
+
+
+def presence_agreement(
+    presence: np.ndarray, teacher_found: np.ndarray, threshold: float = 0.5
+) -> dict[str, float | None]:
+    """How often the student's presence (probabilities, a hand at ``threshold`` and above)
+    agrees with the teacher's verdict (``teacher_found``, bool):
+
+    - ``presence_recall``: of the teacher's detections, the fraction where the student says hand;
+    - ``presence_precision``: of the student's "hand", the fraction the teacher also found;
+    - ``no_hand_agreement``: of the images without a teacher hand, the fraction where the student
+      says no hand.
+
+    A fraction of nothing (e.g. no image without a hand) is None.
+    """
+    says_hand = np.asarray(presence, dtype=np.float64) >= threshold
+    found = np.asarray(teacher_found, dtype=bool)
+
+    def fraction(hits: np.ndarray, of: np.ndarray) -> float | None:
+        return round(float(hits[of].mean()), 6) if of.any() else None
+
+    return {
+        "presence_recall": fraction(says_hand, found),
+        "presence_precision": fraction(found, says_hand),
+        "no_hand_agreement": fraction(~says_hand, ~found),
+    }

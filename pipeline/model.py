@@ -9,11 +9,13 @@ Heads (``ModelConfig.head``):
 - ``simcc``: the same stride-8 features, per joint flattened into two 1-D classifications over
   ``simcc_ratio`` bins per input pixel (SimCC); x, y the expectation of each.
 
-For the spatial heads z comes from a small branch on the pooled stride-32 features. Every head's
-``forward`` returns (N, joints*3) in the codec's units, so prediction, export and evaluation do not
-care which head a checkpoint has; ``forward_train`` also returns the distributions for a
-distribution loss, whose targets the head's ``encode`` makes and whose coordinates its ``decode``
-reads back (``decode(encode(xy)) ≈ xy``).
+For the spatial heads z comes from a small branch on the pooled stride-32 features. Every model
+also has a presence head on those pooled features: one logit, "is there a hand in this input".
+Every head's ``forward`` returns (N, joints*3) in the codec's units and the (N,) presence
+probability, so prediction, export and evaluation do not care which head a checkpoint has;
+``forward_train`` also returns the distributions for a distribution loss, whose targets the head's
+``encode`` makes and whose coordinates its ``decode`` reads back (``decode(encode(xy)) ≈ xy``),
+and the presence logit.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ IMAGENET_STD = tuple(MobileNet_V2_Weights.IMAGENET1K_V1.transforms().std)
 
 # MobileNetV2 feature stages whose outputs the pyramid taps: strides 8, 16 and 32.
 TAPS = (6, 13, 18)
-TAP_CHANNELS = (32, 96, 1280)
 Z_HIDDEN = 128
 SIMCC_HIDDEN = 256
 SIMCC_MAPS_PER_JOINT = 4
@@ -63,6 +64,7 @@ class ModelConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     neck_channels: int = TrainParams.neck_channels  # spatial heads: stride-8 pyramid width
     simcc_ratio: float = TrainParams.simcc_ratio  # simcc: bins per input pixel
+    width: float = TrainParams.width  # MobileNetV2's width multiplier
 
     @classmethod
     def for_training(cls, params: TrainParams) -> ModelConfig:
@@ -73,6 +75,7 @@ class ModelConfig:
             image_size=params.image_size,
             neck_channels=params.neck_channels,
             simcc_ratio=params.simcc_ratio,
+            width=params.width,
         )
 
     def to_dict(self) -> dict:
@@ -94,6 +97,7 @@ class ModelConfig:
 class HeadOutput(NamedTuple):
     coords: torch.Tensor  # (N, joints, 3): x, y in the input frame, z standardised
     logits: tuple[torch.Tensor, ...]  # the head's distributions (empty for pooled_mlp)
+    presence: torch.Tensor  # (N,) logit: is there a hand in the input
 
 
 def _conv_bn_relu(channels_in: int, channels_out: int) -> nn.Sequential:
@@ -116,13 +120,22 @@ def _separable(channels: int) -> nn.Sequential:
     )
 
 
+def stage_channels(features: nn.Sequential) -> list[int]:
+    """The output channels of each MobileNetV2 feature stage (they follow the width)."""
+    channels = []
+    for stage in features:
+        convs = [m for m in stage.modules() if isinstance(m, nn.Conv2d)]
+        channels.append(convs[-1].out_channels)
+    return channels
+
+
 class FeaturePyramid(nn.Module):
     """Stride-32 features upsampled and merged with strides 16 and 8 (a light FPN)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, tap_channels: list[int]):
         super().__init__()
-        self.lateral = nn.ModuleList(_conv_bn_relu(c, channels) for c in TAP_CHANNELS)
-        self.merge = nn.ModuleList(_separable(channels) for _ in TAP_CHANNELS[:-1])
+        self.lateral = nn.ModuleList(_conv_bn_relu(c, channels) for c in tap_channels)
+        self.merge = nn.ModuleList(_separable(channels) for _ in tap_channels[:-1])
 
     def forward(self, taps: list[torch.Tensor]) -> torch.Tensor:
         top = self.lateral[-1](taps[-1])
@@ -253,8 +266,9 @@ class LandmarkRegressor(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.features = mobilenet_v2(weights=None).features
-        channels = 1280
+        self.features = mobilenet_v2(weights=None, width_mult=config.width).features
+        every = stage_channels(self.features)
+        channels = every[-1]
         if config.head == "pooled_mlp":
             # Global pool → Dropout → Linear → ReLU → Dropout → Linear(→ joints*3): the seed's.
             self.head = nn.Sequential(
@@ -265,7 +279,7 @@ class LandmarkRegressor(nn.Module):
                 nn.Linear(config.hidden, NUM_OUTPUTS),
             )
         else:
-            self.neck = FeaturePyramid(config.neck_channels)
+            self.neck = FeaturePyramid(config.neck_channels, [every[i] for i in TAPS])
             if config.head == "integral":
                 self.head = IntegralHead(config.neck_channels)
             else:
@@ -277,6 +291,7 @@ class LandmarkRegressor(nn.Module):
                 nn.ReLU(inplace=True),
                 nn.Linear(Z_HIDDEN, NUM_JOINTS),
             )
+        self.presence = nn.Linear(channels, 1)
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
 
@@ -289,21 +304,25 @@ class LandmarkRegressor(nn.Module):
         x = (images - self.mean) / self.std
         if self.config.head == "pooled_mlp":
             x = self.features(x)
-            x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-            return HeadOutput(self.head(x).unflatten(1, (NUM_JOINTS, 3)), ())
+            pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+            coords = self.head(pooled).unflatten(1, (NUM_JOINTS, 3))
+            return HeadOutput(coords, (), self.presence(pooled)[:, 0])
         taps = []
         for index, stage in enumerate(self.features):
             x = stage(x)
             if index in TAPS:
                 taps.append(x)
         xy, logits = self.head(self.neck(taps))
-        z = self.z_head(torch.flatten(F.adaptive_avg_pool2d(taps[-1], 1), 1))
-        return HeadOutput(torch.cat([xy.to(z.dtype), z[..., None]], dim=-1), logits)
+        pooled = torch.flatten(F.adaptive_avg_pool2d(taps[-1], 1), 1)
+        z = self.z_head(pooled)
+        coords = torch.cat([xy.to(z.dtype), z[..., None]], dim=-1)
+        return HeadOutput(coords, logits, self.presence(pooled)[:, 0])
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``images``: float (N, 3, H, W) in [0, 1]; returns (N, joints*3) encoded targets."""
-        coords = self.forward_train(images).coords
-        return coords.flatten(1)
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``images``: float (N, 3, H, W) in [0, 1] → (N, joints*3) encoded targets and the (N,)
+        probability that the input shows a hand."""
+        out = self.forward_train(images)
+        return out.coords.flatten(1), torch.sigmoid(out.presence.float())
 
     def encode_distributions(self, xy: torch.Tensor, logits, sigma_px: float):
         """Targets for ``logits`` from input-frame ``xy`` (N, joints, 2)."""

@@ -136,16 +136,28 @@ class DataParams:
 
 @dataclass(frozen=True)
 class SyntheticParams:
-    num_images: int = 600
+    num_images: int = 1000
     width: int = 640
     height: int = 480
     seed: int = 0
     num_subjects: int = 12
     test_fraction: float = 0.2
     validation_fraction: float = 0.2
+    # The hand's length (wrist to middle fingertip) as a fraction of the frame's height, drawn
+    # uniformly in [hand_scale_min, hand_scale_max]: small hands far from the camera to close-ups.
+    hand_scale_min: float = 0.2
+    hand_scale_max: float = 0.62
+    empty_fraction: float = 0.1  # frames with no hand at all (the presence head's negatives)
 
     def __post_init__(self) -> None:
         _check(self.num_images >= 3, "synthetic.num_images", f"must be >= 3, got {self.num_images}")
+        _check(
+            0.05 <= self.hand_scale_min <= self.hand_scale_max <= 0.9,
+            "synthetic.hand_scale_min/hand_scale_max",
+            f"must satisfy 0.05 <= min <= max <= 0.9, got {self.hand_scale_min}, "
+            f"{self.hand_scale_max}",
+        )
+        _check(0 <= self.empty_fraction < 1, "synthetic.empty_fraction", "must be in [0, 1)")
         _check(
             64 <= self.width <= 4096, "synthetic.width", f"must be in [64, 4096], got {self.width}"
         )
@@ -255,9 +267,16 @@ class TrainParams:
     ``dvc exp run -S ...`` line in the README."""
 
     pretrained: str = "none"  # none | imagenet | synthetic (the pretrain stage's weights)
-    image_size: int = 128
-    input_layout: str = "squash"  # squash | letterbox (keeps the aspect ratio)
+    image_size: int = 80
+    # crop: top-down, a square around the hand (found by the finder at inference); squash |
+    # letterbox: the whole frame (the seed's student)
+    input_layout: str = "crop"
+    crop_margin: float = 1.5  # crop side = margin x the larger side of the hand's landmark box
+    crop_context: float = 1.25  # training crops are cut this much wider: room for the jitter
+    miss_fraction: float = 0.2  # per hand image, one more crop that misses the hand (presence 0)
+    presence_weight: float = 1.0  # weight of the presence head's binary cross-entropy
     head: str = "integral"  # pooled_mlp | integral | simcc
+    width: float = 0.5  # MobileNetV2 width multiplier (1: the seed's; 0.5: a third of the compute)
     neck_channels: int = 96  # integral/simcc: width of the stride-8 feature pyramid
     simcc_ratio: float = 2.0  # simcc: bins per input pixel
     loss: str = "l1"  # smooth_l1 | l1 | mse | wing
@@ -268,20 +287,21 @@ class TrainParams:
     distribution_weight: float = 1.0  # integral/simcc: weight of the KL to Gaussian targets
     label_sigma: float = 2.0  # std of those Gaussian targets, input pixels
     score_weight_power: float = 0.0  # sample weight = teacher handedness_score ** power; 0 off
-    lr: float = 3e-3
+    lr: float = 6e-3
     weight_decay: float = 1e-4
-    warmup_epochs: float = 0.0  # linear learning-rate warm-up before the cosine decay
+    warmup_epochs: float = 1.0  # linear learning-rate warm-up before the cosine decay
     ema_decay: float = 0.0  # moving average of the weights used for validation/prediction; 0 off
     batch_size: int = 0  # 0: 64 on a GPU, 16 on the CPU (the seed's values)
-    epochs: int = 12
+    epochs: int = 40
     dropout: float = 0.2
     color_jitter: float = 0.3
     grayscale_p: float = 0.1
     flip_p: float = 0.0  # horizontal mirror (handedness swaps, joint indices stay)
+    # For crops the jitter also stands for the finder's errors: where it puts the square.
     rotate_deg: float = 15.0  # rotation uniform in ±rotate_deg
-    scale_min: float = 0.9  # zoom uniform (log scale) in [scale_min, scale_max]
-    scale_max: float = 1.1
-    translate: float = 0.05  # shift uniform in ±translate of the frame, per axis
+    scale_min: float = 0.8  # zoom uniform (log scale) in [scale_min, scale_max]
+    scale_max: float = 1.25
+    translate: float = 0.1  # shift uniform in ±translate of the frame, per axis
     keep_margin: float = 0.02  # shift corrected so the hand stays this far inside; <0: never
     device: str = "auto"  # auto | cuda | mps | cpu
     seed: int = 0
@@ -303,7 +323,7 @@ class TrainParams:
         return self.cache_budget_mib * 2**20
 
     PRETRAINED = ("none", "imagenet", "synthetic")
-    LAYOUTS = ("squash", "letterbox")
+    LAYOUTS = ("crop", "squash", "letterbox")
     HEADS = ("pooled_mlp", "integral", "simcc")
     LOSSES = ("smooth_l1", "l1", "mse", "wing")
     DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -320,6 +340,10 @@ class TrainParams:
             f"must be one of {self.LAYOUTS}",
         )
         _check(self.head in self.HEADS, "train.head", f"must be one of {self.HEADS}")
+        _check(1.0 <= self.crop_margin <= 4.0, "train.crop_margin", "must be in [1, 4]")
+        _check(1.0 <= self.crop_context <= 2.0, "train.crop_context", "must be in [1, 2]")
+        _check(0 <= self.miss_fraction <= 1, "train.miss_fraction", "must be in [0, 1]")
+        _check(self.presence_weight >= 0, "train.presence_weight", "must be >= 0")
         _check(self.loss in self.LOSSES, "train.loss", f"must be one of {self.LOSSES}")
         _check(self.device in self.DEVICES, "train.device", f"must be one of {self.DEVICES}")
         _check(
@@ -328,6 +352,12 @@ class TrainParams:
             f"must be in [32, 1024], got {self.image_size}",
         )
         _check(8 <= self.neck_channels <= 512, "train.neck_channels", "must be in [8, 512]")
+        _check(0.25 <= self.width <= 2.0, "train.width", "must be in [0.25, 2]")
+        _check(
+            self.width == 1.0 or self.pretrained != "imagenet",
+            "train.width",
+            "must be 1 with train.pretrained=imagenet (the ImageNet weights are full width)",
+        )
         _check(0.25 <= self.simcc_ratio <= 8, "train.simcc_ratio", "must be in [0.25, 8]")
         _check(self.smooth_l1_beta > 0, "train.smooth_l1_beta", "must be > 0")
         _check(self.wing_omega > 0, "train.wing_omega", "must be > 0")
@@ -451,11 +481,54 @@ def pretrain_params_for(pretrain: PretrainParams, train: TrainParams) -> TrainPa
 
 
 @dataclass(frozen=True)
+class FinderParams:
+    """The finder of the top-down student (``train.input_layout: crop``): where the hand is in
+    the whole frame and whether there is one. ``model``: a small network of its own on the
+    letterboxed frame at ``image_size``, with the train section's recipe and this schedule;
+    ``shared``: the landmark network itself, trained on frames as well as crops (a cascade with
+    shared weights, one model to ship)."""
+
+    kind: str = "model"  # model | shared
+    image_size: int = 128
+    epochs: int = 12
+    lr: float = 6e-3
+    batch_size: int = 16
+    # Image mode: crop passes after the first, each on the square of the previous pass's
+    # landmarks (as tracking does from frame to frame), so the finder only has to be near.
+    refine: int = 2
+
+    KINDS = ("model", "shared")
+
+    def __post_init__(self) -> None:
+        _check(self.kind in self.KINDS, "finder.kind", f"must be one of {self.KINDS}")
+        _check(32 <= self.image_size <= 1024, "finder.image_size", "must be in [32, 1024]")
+        _check(self.epochs >= 1, "finder.epochs", "must be >= 1")
+        _check(0 < self.lr < 10, "finder.lr", "must be in (0, 10)")
+        _check(self.batch_size >= 2, "finder.batch_size", "must be >= 2")
+        _check(0 <= self.refine <= 4, "finder.refine", "must be in [0, 4]")
+
+
+def finder_params_for(finder: FinderParams, train: TrainParams) -> TrainParams:
+    """The train recipe with the finder's size and schedule; one process, as pretraining."""
+    return dataclasses.replace(
+        train,
+        processes=1,
+        pretrained="imagenet" if train.pretrained == "imagenet" else "none",
+        image_size=finder.image_size,
+        epochs=finder.epochs,
+        lr=finder.lr,
+        batch_size=finder.batch_size,
+    )
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     grid_images: int = 12  # test images drawn in the overlay grid
     batch_size: int = 32
+    min_presence: float = 0.5  # the student says "hand" at this presence and above
 
     def __post_init__(self) -> None:
+        _check(0 < self.min_presence < 1, "evaluate.min_presence", "must be in (0, 1)")
         _check(1 <= self.grid_images <= 64, "evaluate.grid_images", "must be in [1, 64]")
         _check(self.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
 
@@ -468,6 +541,7 @@ class Params:
     landmarks: LandmarksParams = field(default_factory=LandmarksParams)
     split: SplitParams = field(default_factory=SplitParams)
     pretrain: PretrainParams = field(default_factory=PretrainParams)
+    finder: FinderParams = field(default_factory=FinderParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
 

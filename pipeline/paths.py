@@ -23,11 +23,18 @@ DROPPED = Path("data/split/dropped.csv")
 SPLIT_METRICS = Path("metrics/split.json")
 
 PRETRAIN_DIR = Path("models/pretrain")
+FINDER_DIR = Path("models/finder")
+FINDER_METRICS = Path("metrics/finder.json")
 STUDENT_DIR = Path("models/student")
 LIVE_DIR = Path("dvclive")
 
 EVALUATE_METRICS = Path("metrics/evaluate.json")
 PLOTS_DIR = Path("plots")
 
-ONNX_MODEL = Path("models/student.onnx")
+EXPORT_DIR = Path("models/export")  # student.pt (the bundle), student.onnx, finder.onnx
 EXPORT_METRICS = Path("metrics/export.json")
+
+# The headline numbers (what `dvc metrics show` prints; the files above are the detail) and the
+# page template that lets `dvc plots show` work offline (.dvc/config names it).
+SUMMARY = Path("metrics/summary.json")
+OFFLINE_TEMPLATE = Path("plots/offline.html")

@@ -35,12 +35,24 @@ def fit_width(rgb: np.ndarray, width: int) -> tuple[np.ndarray, float]:
 
 
 def overlay_tile(
-    rgb: np.ndarray, hands: dict[str, np.ndarray], caption: str, width: int = 320
+    rgb: np.ndarray,
+    hands: dict[str, np.ndarray],
+    caption: str,
+    width: int = 320,
+    boxes: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """One photo scaled to ``width`` with each named hand (pixels of the original) drawn on it."""
+    """One photo scaled to ``width`` with each named hand (pixels of the original) drawn on it,
+    and each named box (x_min, y_min, x_max, y_max in pixels of the original)."""
     tile, scale = fit_width(rgb, width)
+    for name, corners in (boxes or {}).items():
+        low, high = np.round(np.asarray(corners) * scale).astype(int).reshape(2, 2)
+        cv2.rectangle(tile, tuple(low), tuple(high), COLOURS[name], 1, cv2.LINE_AA)
     for name, points in hands.items():
-        tile = draw_skeleton(tile, np.asarray(points) * scale, COLOURS[name])
+        if not np.isfinite(np.asarray(points, dtype=np.float64)[:, :2]).all():
+            continue
+        limit = 4 * max(rgb.shape[:2])  # OpenCV wants ints; keep wild predictions drawable
+        points = np.clip(np.asarray(points, dtype=np.float64)[:, :2], -limit, limit)
+        tile = draw_skeleton(tile, points * scale, COLOURS[name])
     cv2.rectangle(tile, (0, 0), (tile.shape[1], 18), (0, 0, 0), -1)
     cv2.putText(
         tile, caption, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA

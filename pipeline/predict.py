@@ -24,16 +24,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-import torch
-from tqdm import tqdm
 
+from pipeline.crops import SQUARE_COLUMNS, square_corners
 from pipeline.images import IMAGE_EXTENSIONS, ImageReadError, is_image_name, read_image
-from pipeline.inference import LandmarkModel, load_model, with_pixels
 from pipeline.io import OutputPathError, check_output_folder, write_table
-from pipeline.keypoints import NUM_JOINTS, column_names, to_pixels
+from pipeline.keypoints import NUM_JOINTS, column_names
 from pipeline.machine import available_cores
 from pipeline.plots import COLOURS, draw_skeleton
+from pipeline.progress import progress as progress_bar
 from pipeline.sources import SkippedFile
+from pipeline.student import DEFAULT_MIN_PRESENCE, Prediction, Student, load_student
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 LANDMARK_COLUMNS = column_names("")  # x0, y0, z0, ...
@@ -93,30 +93,21 @@ def find_inputs(path: str | os.PathLike) -> Inputs:
 class _Frame:
     path: str
     frame: int | None
-    width: int
-    height: int
-    square: np.ndarray  # (S, S, 3) uint8, the model's input
-    rgb: np.ndarray | None  # the original, kept only when overlays are drawn
+    rgb: np.ndarray
 
 
-def _load_image(
-    root: Path, relative: str, model: LandmarkModel, keep: bool
-) -> _Frame | SkippedFile:
+def _load_image(root: Path, relative: str) -> _Frame | SkippedFile:
     try:
-        rgb = read_image(root / relative)
+        return _Frame(relative, None, read_image(root / relative))
     except ImageReadError as error:
         return SkippedFile(relative, error.reason)
-    height, width = rgb.shape[:2]
-    return _Frame(relative, None, width, height, model.input_image(rgb), rgb if keep else None)
 
 
-def _image_chunks(
-    inputs: Inputs, model: LandmarkModel, keep: bool, batch_size: int
-) -> Iterator[list[_Frame | SkippedFile]]:
+def _image_chunks(inputs: Inputs, batch_size: int) -> Iterator[list[_Frame | SkippedFile]]:
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
         for start in range(0, len(inputs.images), batch_size):
             chunk = inputs.images[start : start + batch_size]
-            yield list(pool.map(lambda r: _load_image(inputs.root, r, model, keep), chunk))
+            yield list(pool.map(lambda r: _load_image(inputs.root, r), chunk))
 
 
 def _video_frame_count(path: Path) -> int | None:
@@ -126,33 +117,23 @@ def _video_frame_count(path: Path) -> int | None:
     return count if count > 0 else None  # containers may not know; then the bar has no total
 
 
-def _video_chunks(
-    inputs: Inputs, model: LandmarkModel, keep: bool, batch_size: int
-) -> Iterator[list[_Frame | SkippedFile]]:
-    path = inputs.root / inputs.video
+def video_frames(path: Path) -> Iterator[np.ndarray]:
+    """A video's frames as RGB uint8 arrays, in order; a clear error when none decodes."""
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise InputError(f"{path} cannot be opened as a video (corrupt, or a codec OpenCV lacks)")
-    index, chunk = 0, []
+    count = 0
     try:
         while True:
             ok, bgr = capture.read()
             if not ok:
                 break
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            height, width = rgb.shape[:2]
-            square = model.input_image(rgb)
-            chunk.append(_Frame(inputs.video, index, width, height, square, rgb if keep else None))
-            index += 1
-            if len(chunk) == batch_size:
-                yield chunk
-                chunk = []
+            count += 1
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     finally:
         capture.release()
-    if index == 0:
+    if count == 0:
         raise InputError(f"{path}: no frame could be decoded (corrupt, or a codec OpenCV lacks)")
-    if chunk:
-        yield chunk
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,11 +142,17 @@ def _video_chunks(
 
 @dataclass
 class Predictions:
-    table: pd.DataFrame  # path, [frame], width, height, x0, y0, z0, ...: x, y in pixels
-    landmarks: np.ndarray  # (N, joints, 3): x, y as fractions of the image (what metrics take)
+    """The table (path, [frame], width, height, presence, [tracked], crop_x, crop_y, crop_side,
+    x0, y0, z0, ...: x, y in pixels, empty where presence is below ``min_presence``), the raw
+    landmarks (N, joints, 3) as fractions of each image whatever the presence (what metrics
+    take), the skipped files and the time."""
+
+    table: pd.DataFrame
+    landmarks: np.ndarray
+    presence: np.ndarray
     skipped: list[SkippedFile]
     seconds: float
-    model: LandmarkModel
+    model: Student
 
     @property
     def images_per_second(self) -> float:
@@ -189,14 +176,21 @@ def _refuse_existing(paths: Sequence[Path]) -> None:
         )
 
 
-def draw_prediction(rgb: np.ndarray, points_px: np.ndarray) -> np.ndarray:
-    """The predicted skeleton on a copy of ``rgb``, strokes scaled to the image size."""
+def draw_prediction(
+    rgb: np.ndarray, points_px: np.ndarray, square: np.ndarray | None = None
+) -> np.ndarray:
+    """The predicted skeleton (and the crop it was read in) on a copy of ``rgb``, strokes scaled
+    to the image size; nothing where the landmarks are empty (no hand)."""
+    canvas = rgb.copy()
+    thickness = max(1, round(max(rgb.shape[:2]) / 250))
+    if square is not None and np.isfinite(square).all():
+        low, high = np.round(square_corners(square)).astype(int).reshape(2, 2)
+        cv2.rectangle(canvas, tuple(low), tuple(high), COLOURS["student"], thickness)
     points = np.asarray(points_px, dtype=np.float64)[:, :2]
     if not np.isfinite(points).all():
-        return rgb.copy()
+        return canvas
     limit = 4 * max(rgb.shape[:2])  # OpenCV wants ints; keep wild predictions drawable
-    thickness = max(1, round(max(rgb.shape[:2]) / 250))
-    return draw_skeleton(rgb, np.clip(points, -limit, limit), COLOURS["student"], thickness)
+    return draw_skeleton(canvas, np.clip(points, -limit, limit), COLOURS["student"], thickness)
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
@@ -207,15 +201,35 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     path.write_bytes(png.tobytes())
 
 
+@dataclass
+class _Rows:
+    """What predict_inputs gathers, batch by batch."""
+
+    meta: list[tuple] = field(default_factory=list)  # path, frame, width, height, tracked
+    landmarks: list[np.ndarray] = field(default_factory=list)  # pixels
+    presence: list[np.ndarray] = field(default_factory=list)
+    squares: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, frames: list[_Frame], result: Prediction) -> None:
+        self.meta += [
+            (f.path, f.frame, f.rgb.shape[1], f.rgb.shape[0], bool(t))
+            for f, t in zip(frames, result.tracked)
+        ]
+        self.landmarks.append(result.landmarks)
+        self.presence.append(result.presence)
+        self.squares.append(result.squares)
+
+
 def predict_inputs(
-    model: LandmarkModel,
+    model: Student,
     inputs: Inputs,
     overlay_dir: str | os.PathLike | None = None,
     batch_size: int = 32,
     progress: bool = True,
     overwrite: bool = False,
 ) -> Predictions:
-    """Predict every image (or frame) of ``inputs``, batch by batch, never holding them all.
+    """Predict every image (image mode: both passes, batch by batch) or every frame of a video
+    (tracking: frame t's crop from frame t-1's landmarks), never holding them all.
 
     Existing overlay files are an OutputPathError (checked before any prediction) unless
     ``overwrite``.
@@ -224,14 +238,12 @@ def predict_inputs(
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     keep = overlay_dir is not None
     overlay_root = Path(overlay_dir) if keep else None
-    if inputs.video is not None:
-        chunks = _video_chunks(inputs, model, keep, batch_size)
+    video = inputs.video is not None
+    if video:
         total, unit = _video_frame_count(inputs.root / inputs.video), "frame"
-        names: dict[str, str] = {}
         if keep and not overwrite:
             _refuse_existing(sorted((overlay_root / Path(inputs.video).stem).glob("*.png")))
     else:
-        chunks = _image_chunks(inputs, model, keep, batch_size)
         total, unit = len(inputs.images), "img"
         names = overlay_names(inputs.images) if keep else {}
         if keep and not overwrite:
@@ -239,76 +251,80 @@ def predict_inputs(
                 [overlay_root / n for n in names.values() if (overlay_root / n).exists()]
             )
     started = time.perf_counter()
-    meta: list[tuple[str, int | None, int, int]] = []
-    predicted: list[np.ndarray] = []
-    skipped: list[SkippedFile] = []
-    bar = tqdm(total=total, desc="student", unit=unit, disable=not progress, mininterval=1.0)
-    for chunk in chunks:
-        frames = [f for f in chunk if isinstance(f, _Frame)]
-        skipped += [f for f in chunk if isinstance(f, SkippedFile)]
-        if frames:
-            batch = torch.from_numpy(np.stack([f.square for f in frames]))
-            width = np.array([f.width for f in frames], dtype=np.float64)
-            height = np.array([f.height for f in frames], dtype=np.float64)
-            landmarks = model.predict(
-                batch.permute(0, 3, 1, 2).contiguous(), width, height, batch_size
-            )
-            predicted.append(landmarks)
-            meta += [(f.path, f.frame, f.width, f.height) for f in frames]
-            if keep:
-                for f, points in zip(frames, to_pixels(landmarks, width, height)):
-                    name = (
-                        f"{Path(f.path).stem}/{f.frame:06d}.png"
-                        if f.frame is not None
-                        else names[f.path]
-                    )
-                    _write_png(overlay_root / name, draw_prediction(f.rgb, points))
-        bar.update(len(chunk))
+    rows, skipped = _Rows(), []
+    bar = progress_bar(total, "student", unit, progress)
+
+    def finish(frames: list[_Frame], result: Prediction) -> None:
+        rows.add(frames, result)
+        if keep:
+            for f, points, square in zip(frames, result.landmarks, result.squares):
+                name = f"{Path(f.path).stem}/{f.frame:06d}.png" if video else names[f.path]
+                _write_png(overlay_root / name, draw_prediction(f.rgb, points, square))
+        bar.update(len(frames))
+
+    if video:
+        model.reset()
+        for index, rgb in enumerate(video_frames(inputs.root / inputs.video)):
+            finish([_Frame(inputs.video, index, rgb)], model.track(rgb))
+    else:
+        for chunk in _image_chunks(inputs, batch_size):
+            frames = [f for f in chunk if isinstance(f, _Frame)]
+            skipped += [f for f in chunk if isinstance(f, SkippedFile)]
+            bar.update(len(chunk) - len(frames))
+            if frames:
+                finish(frames, model.predict_images([f.rgb for f in frames], batch_size))
     bar.close()
     seconds = time.perf_counter() - started
-    landmarks = np.concatenate(predicted) if predicted else np.zeros((0, NUM_JOINTS, 3))
-    return Predictions(
-        table=_prediction_table(meta, landmarks, video=inputs.video is not None),
-        landmarks=landmarks,
-        skipped=skipped,
-        seconds=seconds,
-        model=model,
-    )
+    return _predictions(rows, skipped, seconds, model, video)
 
 
-def _prediction_table(
-    meta: list[tuple[str, int | None, int, int]], landmarks: np.ndarray, video: bool
-) -> pd.DataFrame:
-    table = pd.DataFrame(meta, columns=["path", "frame", "width", "height"])
+def _predictions(rows: _Rows, skipped, seconds: float, model: Student, video: bool) -> Predictions:
+    count = len(rows.meta)
+    pixels = np.concatenate(rows.landmarks) if count else np.zeros((0, NUM_JOINTS, 3))
+    presence = np.concatenate(rows.presence) if count else np.zeros(0)
+    squares = np.concatenate(rows.squares) if count else np.zeros((0, 3))
+    table = pd.DataFrame(rows.meta, columns=["path", "frame", "width", "height", "tracked"])
     table[["width", "height"]] = table[["width", "height"]].astype(np.int64)
     if video:
         table["frame"] = table["frame"].astype(np.int64)
     else:
-        table = table.drop(columns="frame")
-    pixels = with_pixels(landmarks, table["width"].to_numpy(), table["height"].to_numpy())
-    values = pd.DataFrame(pixels.reshape(len(table), NUM_JOINTS * 3), columns=LANDMARK_COLUMNS)
-    return pd.concat([table, values], axis=1)
+        table = table.drop(columns=["frame", "tracked"])
+    table.insert(table.columns.get_loc("height") + 1, "presence", presence.round(4))
+    size = table[["width", "height"]].to_numpy(np.float64)
+    fractions = pixels.copy()
+    fractions[..., :2] = pixels[..., :2] / size[:, None, :]
+    shown = pixels.copy()
+    shown[presence < model.min_presence] = np.nan  # no hand: no landmarks
+    crop = pd.DataFrame(squares, columns=list(SQUARE_COLUMNS))
+    values = pd.DataFrame(shown.reshape(count, NUM_JOINTS * 3), columns=LANDMARK_COLUMNS)
+    table = pd.concat([table, crop, values], axis=1)
+    return Predictions(table, fractions, presence, skipped, seconds, model)
 
 
 def predict_path(
-    model: LandmarkModel | str | os.PathLike,
+    model: Student | str | os.PathLike,
     input_path: str | os.PathLike,
     overlay_dir: str | os.PathLike | None = None,
     batch_size: int = 32,
     device: str = "auto",
     progress: bool = True,
     overwrite: bool = False,
+    min_presence: float = DEFAULT_MIN_PRESENCE,
+    finder: str | os.PathLike | None = None,
+    refine: int | None = None,
 ) -> Predictions:
     """Landmarks for an image file, a folder of images (recursive) or a video file.
 
-    ``model`` is a ``LandmarkModel`` or the path of a checkpoint / ONNX export. With
-    ``overlay_dir``, each image is also written there as PNG with the predicted skeleton drawn,
-    at the input's relative path (a video's frames as ``<video stem>/<frame:06d>.png``). The
-    overlay folder must lie outside the input (an OutputPathError otherwise), and existing overlay
-    files are only replaced with ``overwrite``.
+    ``model`` is a ``Student`` or the path of a student file (``pipeline.student.load_student``;
+    ``finder`` for a crop model that has none with it). Landmarks are left empty where the
+    presence is below ``min_presence``. With ``overlay_dir``, each image is also written there as
+    PNG with the predicted skeleton and crop drawn, at the input's relative path (a video's
+    frames as ``<video stem>/<frame:06d>.png``). The overlay folder must lie outside the input
+    (an OutputPathError otherwise), and existing overlay files are only replaced with
+    ``overwrite``.
     """
-    if not isinstance(model, LandmarkModel):
-        model = load_model(model, device)
+    if not isinstance(model, Student):
+        model = load_student(model, device, finder, min_presence, refine=refine)
     inputs = find_inputs(input_path)
     if overlay_dir is not None:
         check_output_folder(overlay_dir, [input_path])
@@ -328,6 +344,7 @@ def write_predictions(predictions: Predictions, output: str | os.PathLike) -> Pa
     xy = [c for c in LANDMARK_COLUMNS if c[0] in "xy"]
     z = [c for c in LANDMARK_COLUMNS if c[0] == "z"]
     table[xy], table[z] = table[xy].round(3), table[z].round(6)
+    table[list(SQUARE_COLUMNS)] = table[list(SQUARE_COLUMNS)].round(2)
     skipped = pd.DataFrame(
         [(s.path, s.reason) for s in predictions.skipped], columns=["path", "reason"]
     )

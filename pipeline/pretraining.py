@@ -22,6 +22,7 @@ import torch
 
 from pipeline.checkpoint import BEST, LAST
 from pipeline.codec import LandmarkCodec
+from pipeline.crops import crop_image, crop_square
 from pipeline.data import SplitData
 from pipeline.io import write_json
 from pipeline.keypoints import NUM_JOINTS
@@ -35,15 +36,20 @@ from pipeline.training import FitResult, fit
 DISABLED_MARKER = PRETRAIN_DIR / "disabled.json"
 
 
-def _render(job: tuple) -> tuple[np.ndarray, np.ndarray, str, int, int]:
+def _render(job: tuple) -> tuple:
     """One hand → (input image, landmarks as fractions of the picture, handedness, picture
-    width and height)."""
-    seed, index, gesture, style, width, height, image_size, layout, crop = job
+    width and height, the crop square or None)."""
+    seed, index, gesture, style, width, height, image_size, layout, crop, margin, context = job
     rng = np.random.default_rng([seed, 0x9E7, index])
     hand = render_hand(rng, gesture, style, width, height)
+    fractions = hand.landmarks_px / (width, height)
+    if layout == "crop":  # the top-down student's crop, as the train stage cuts it
+        square = crop_square(hand.landmarks_px[None], margin)[0] * (1.0, 1.0, context)
+        image = crop_image(hand.image, square, round(image_size * context))
+        return image, fractions, hand.handedness, width, height, square
     if crop is None:
         image = LandmarkCodec(layout=layout).input_image(hand.image, image_size)
-        return image, hand.landmarks_px / (width, height), hand.handedness, width, height
+        return image, fractions, hand.handedness, width, height, None
     # A square around the hand, the hand filling a random fraction of it, off-centre a little.
     low, high = hand.landmarks_px.min(0), hand.landmarks_px.max(0)
     side = float((high - low).max() / rng.uniform(*crop))
@@ -58,7 +64,7 @@ def _render(job: tuple) -> tuple[np.ndarray, np.ndarray, str, int, int]:
         borderMode=cv2.BORDER_REPLICATE,
     )
     side_px = round(side)
-    return image, (hand.landmarks_px - corner) / side, hand.handedness, side_px, side_px
+    return image, (hand.landmarks_px - corner) / side, hand.handedness, side_px, side_px, None
 
 
 def render_split(
@@ -68,9 +74,12 @@ def render_split(
     image_size: int,
     layout: str,
     split: str,
+    crop_margin: float = TrainParams.crop_margin,
+    context: float = 1.0,
 ) -> SplitData:
     """``count`` rendered hands (gestures in turn, subjects at random) as a training split whose
-    landmarks are the truth (z = 0)."""
+    landmarks are the truth (z = 0). For the crop layout, each image is the hand's crop
+    (``crop_margin``), cut ``context`` times wider as the train stage's training crops are."""
     styles = make_subject_styles(
         np.random.default_rng([settings.seed, 0x57]), settings.num_subjects
     )
@@ -86,6 +95,8 @@ def render_split(
             image_size,
             layout,
             (settings.crop_min, settings.crop_max) if settings.crop_max > 0 else None,
+            crop_margin,
+            context,
         )
         for i in range(count)
     ]
@@ -95,10 +106,9 @@ def render_split(
             results = list(pool.map(_render, jobs, chunksize=16))
     else:
         results = [_render(job) for job in jobs]
+    size = round(image_size * context) if layout == "crop" else image_size
     images = (
-        np.stack([r[0] for r in results])
-        if results
-        else np.zeros((0, image_size, image_size, 3), np.uint8)
+        np.stack([r[0] for r in results]) if results else np.zeros((0, size, size, 3), np.uint8)
     )
     landmarks = np.zeros((count, NUM_JOINTS, 3))
     for i, result in enumerate(results):
@@ -124,6 +134,7 @@ def render_split(
         height=height,
         table=table,
         layout=layout,
+        squares=np.array([r[5] for r in results]).reshape(count, 3) if layout == "crop" else None,
     )
 
 
@@ -144,15 +155,12 @@ def pretrain(
     marker.unlink(missing_ok=True)
     params = pretrain_params_for(settings, train)
     train_split = render_split(
-        settings, settings.num_images, 0, train.image_size, train.input_layout, "train"
-    )
+        settings, settings.num_images, 0, train.image_size, train.input_layout, "train",
+        train.crop_margin, train.crop_context,
+    )  # fmt: skip
     validation = render_split(
-        settings,
-        settings.validation_images,
-        settings.num_images,
-        train.image_size,
-        train.input_layout,
-        "validation",
-    )
+        settings, settings.validation_images, settings.num_images, train.image_size,
+        train.input_layout, "validation", train.crop_margin,
+    )  # fmt: skip
     log(f"rendered {len(train_split)} training and {len(validation)} validation hands")
     return fit(train_split, validation, params, out_dir, log=log)

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.images import ImageReadError, decode_image, read_image
 from pipeline.keypoints import NUM_JOINTS
 from pipeline.labeling import LabelingResult, build_table, image_fields
 from pipeline.machine import available_cores
 from pipeline.params import LandmarksParams
+from pipeline.progress import progress as progress_bar
 from pipeline.sources import DataListing
 from pipeline.teacher import Teacher, sha256_of
 
@@ -260,7 +260,7 @@ def _run(ray, locations, model_path, settings, plan, progress, timeout_s) -> lis
     # Ray Data's own guard: a run without progress for this long stops, with its actors.
     context.execution_no_progress_timeout_s = timeout_s
     results: list = []
-    bar = tqdm(total=len(locations), desc="teacher (ray)", unit="img", disable=not progress)
+    bar = progress_bar(len(locations), "teacher (ray)", "img", progress)
     try:
         dataset = _dataset(ray, locations, model_path, settings, plan)
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):

@@ -24,15 +24,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.inference import LandmarkModel, load_model
 from pipeline.io import write_table
 from pipeline.keypoints import NUM_JOINTS
 from pipeline.labeling import label_images
-from pipeline.metrics import compare_landmarks
+from pipeline.metrics import compare_landmarks, presence_agreement
 from pipeline.params import LandmarksParams
 from pipeline.predict import InputError, Inputs, list_image_files, predict_inputs
 from pipeline.schema import LANDMARK_COLUMNS
 from pipeline.sources import DataListing, ImageRecord, SkippedFile
+from pipeline.student import DEFAULT_MIN_PRESENCE, Student, load_student
 from pipeline.teacher import (
     MEDIAPIPE_WHEEL_VERSION,
     TeacherModelError,
@@ -207,7 +207,7 @@ def score_predictions(
 class ScoreResult:
     report: dict  # what the JSON holds
     labels: TeacherLabels
-    predicted: np.ndarray  # (scored, joints, 3), aligned with report's scored rows
+    predicted: np.ndarray  # (scored, joints, 3), aligned with report's scored rows (any presence)
 
 
 def _landmarks(table: pd.DataFrame) -> np.ndarray:
@@ -215,7 +215,7 @@ def _landmarks(table: pd.DataFrame) -> np.ndarray:
 
 
 def score_folder(
-    model: LandmarkModel | str | os.PathLike,
+    model: Student | str | os.PathLike,
     folder: str | os.PathLike,
     teacher_model: str | os.PathLike | None = None,
     settings: LandmarksParams = DEFAULT_SETTINGS,
@@ -224,27 +224,32 @@ def score_folder(
     batch_size: int = 32,
     device: str = "auto",
     progress: bool = True,
+    min_presence: float = DEFAULT_MIN_PRESENCE,
+    finder: str | os.PathLike | None = None,
+    refine: int | None = None,
 ) -> ScoreResult:
-    """Label ``folder`` with the teacher (cached), predict with the student where the teacher found
-    a hand, and compare. ``teacher_model`` None: the pinned bundle from the per-machine cache."""
+    """Label ``folder`` with the teacher (cached), run the student on every readable image, and
+    compare: landmarks where the teacher found a hand, presence everywhere (the teacher's verdict
+    vs the student's at ``min_presence``). ``teacher_model`` None: the pinned bundle from the
+    per-machine cache."""
     started = time.perf_counter()
     listing = folder_listing(folder)
-    if not isinstance(model, LandmarkModel):
-        model = load_model(model, device)
+    if not isinstance(model, Student):
+        model = load_student(model, device, finder, min_presence, refine=refine)
     teacher_model = Path(teacher_model) if teacher_model else pinned_teacher_model()
     if not teacher_model.is_file():
         raise TeacherModelError(
             f"teacher model {teacher_model} not found; run `dvc repro teacher` or pass --teacher"
         )
     labels = teacher_labels(listing, teacher_model, settings, cache_dir, workers, progress)
-    detected = labels.table[labels.table["num_hands"] > 0].reset_index(drop=True)
+    readable_table = labels.table
     student_seconds = 0.0
-    predicted = np.zeros((0, NUM_JOINTS, 3))
+    predicted, presence = np.zeros((0, NUM_JOINTS, 3)), np.zeros(0)
     skipped = list(labels.skipped)
-    if len(detected):
+    if len(readable_table):
         result = predict_inputs(
             model,
-            Inputs(root=listing.root, images=list(detected["path"])),
+            Inputs(root=listing.root, images=list(readable_table["path"])),
             None,
             batch_size,
             progress,
@@ -252,8 +257,12 @@ def score_folder(
         student_seconds = result.seconds
         # A file that changed since it was labelled and no longer decodes is a skip here too.
         skipped += result.skipped
-        detected = detected[detected["path"].isin(set(result.table["path"]))].reset_index(drop=True)
-        predicted = result.landmarks
+        kept = readable_table["path"].isin(set(result.table["path"])).to_numpy()
+        readable_table = readable_table[kept].reset_index(drop=True)
+        predicted, presence = result.landmarks, result.presence
+    found = (readable_table["num_hands"] > 0).to_numpy()
+    detected = readable_table[found].reset_index(drop=True)
+    predicted = predicted[found]
     width = detected["width"].to_numpy(np.float64)
     height = detected["height"].to_numpy(np.float64)
     reference = _landmarks(detected)
@@ -279,6 +288,10 @@ def score_folder(
         "student_vs_teacher": score_predictions(predicted, reference, width, height)
         if len(detected)
         else None,
+        "presence": {
+            "min_presence": min_presence,
+            **presence_agreement(presence, found, min_presence),
+        },
         "per_class": _per_class(labels.table, detected, predicted),
         "skipped": len(skipped),
         "skipped_files": [{"path": s.path, "reason": s.reason} for s in skipped],

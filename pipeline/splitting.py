@@ -1,4 +1,8 @@
-"""Filter the teacher's labels into train/validation/test; every dropped image gets its reason."""
+"""Filter the teacher's labels into train/validation/test; every dropped image gets its reason.
+
+Images where the teacher found no hand are kept, as the presence head's negatives (``has_hand``
+false, counted as ``negatives``); images whose label cannot be trusted are dropped.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,6 @@ from pipeline.sources import SPLITS
 
 # Checked in this order; an image is reported under the first rule it breaks.
 REASONS: tuple[str, ...] = (
-    "no_hand",
     "too_many_hands",
     "low_handedness_score",
     "landmarks_outside_image",
@@ -60,8 +63,8 @@ def filter_labels(table: pd.DataFrame, params: SplitParams) -> SplitResult:
     with np.errstate(invalid="ignore"):
         outside = ((xy < -margin) | (xy > 1 + margin)).any(axis=(1, 2))
 
+    found = table["num_hands"].to_numpy() > 0
     checks = {
-        "no_hand": (table["num_hands"].to_numpy() == 0, lambda i: "teacher found no hand"),
         "too_many_hands": (
             table["num_hands"].to_numpy() > params.max_hands,
             lambda i: f"{table['num_hands'].iat[i]} hands > split.max_hands={params.max_hands}",
@@ -77,7 +80,8 @@ def filter_labels(table: pd.DataFrame, params: SplitParams) -> SplitResult:
             lambda i: f"a landmark lies beyond the {margin:.0%} margin",
         ),
         "box_disagreement": (
-            has_box & (np.nan_to_num(iou, nan=1.0) < params.min_box_iou),
+            # where the teacher found a hand: a frame without one is a negative, box or not
+            has_box & found & (np.nan_to_num(iou, nan=1.0) < params.min_box_iou),
             lambda i: f"IoU with the source box {iou[i]:.3f} < {params.min_box_iou}",
         ),
     }
@@ -93,18 +97,23 @@ def filter_labels(table: pd.DataFrame, params: SplitParams) -> SplitResult:
     dropped["reason"] = reason[dropped_mask]
     dropped["detail"] = detail[dropped_mask]
     kept = table.loc[~dropped_mask].reset_index(drop=True)
+    kept["has_hand"] = kept["num_hands"].to_numpy() > 0
     return SplitResult(kept=kept, dropped=dropped.reset_index(drop=True))
 
 
 def split_metrics(result: SplitResult, skipped_before: int) -> dict:
+    negative = ~result.kept["has_hand"].to_numpy(bool)
     metrics: dict = {
         "kept": int(len(result.kept)),
+        "negatives": int(negative.sum()),
         "dropped": int(len(result.dropped)),
         "skipped_unreadable_or_unlisted": int(skipped_before),
     }
     for split in SPLITS:
+        in_split = result.kept["split"].to_numpy() == split
         metrics[split] = {
-            "kept": int((result.kept["split"] == split).sum()),
+            "kept": int(in_split.sum()),
+            "negatives": int((in_split & negative).sum()),
             "dropped": int((result.dropped["split"] == split).sum()),
         }
     metrics["dropped_by_reason"] = {r: int((result.dropped["reason"] == r).sum()) for r in REASONS}

@@ -8,11 +8,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +47,36 @@ WHEEL_PYTHON = "3.11"
 
 class TeacherModelError(RuntimeError):
     """The teacher model could not be fetched, verified or loaded."""
+
+
+# MediaPipe's C++ side (glog, absl, TFLite/LiteRT) writes its own lines to the process's stderr
+# when a landmarker is made, runs and is closed ("INFO: [environment.cc...]", "W0000 ..."): they
+# say nothing to the user and bury each stage's summary. They are kept off unless this is set.
+VERBOSE_ENVIRONMENT = "HAND_LANDMARKS_VERBOSE"
+# What still gets through: glog's error and fatal lines, and anything that says ERROR.
+_NATIVE_LINES_THAT_MATTER = re.compile(r"^[EF]\d{4}|ERROR|Error:")
+
+
+@contextmanager
+def quiet_native_logs() -> Iterator[None]:
+    """Silence the native library lines written to file descriptor 2 inside the block (set
+    HAND_LANDMARKS_VERBOSE=1 to see them); their errors are passed on."""
+    if os.environ.get(VERBOSE_ENVIRONMENT):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            for line in sink.read().decode(errors="replace").splitlines():
+                if _NATIVE_LINES_THAT_MATTER.search(line):
+                    print(line, file=sys.stderr)
 
 
 def sha256_of(data_or_path: bytes | str | os.PathLike) -> str:
@@ -175,15 +208,22 @@ class HandDetection:
 
 
 class Teacher:
-    """MediaPipe HandLandmarker in image mode. Use as a context manager: it must be closed."""
+    """MediaPipe HandLandmarker, in image mode (every frame on its own: palm detector, then the
+    landmark model) or video mode (MediaPipe's tracking: the palm detector only when the hand is
+    lost). Use as a context manager: it must be closed."""
 
-    def __init__(self, model_path: str | os.PathLike, settings: LandmarksParams | None = None):
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        settings: LandmarksParams | None = None,
+        video: bool = False,
+    ):
         """``settings``: the landmarks section (None: params.yaml's defaults); its
-        ``teacher_options`` build the landmarker."""
+        ``teacher_options`` build the landmarker. ``video``: MediaPipe's video mode, frames in
+        order with increasing timestamps."""
         settings = settings or LandmarksParams()
-        os.environ.setdefault(
-            "GLOG_minloglevel", "2"
-        )  # MediaPipe's C++ logging floods progress bars
+        if not os.environ.get(VERBOSE_ENVIRONMENT):
+            os.environ.setdefault("GLOG_minloglevel", "2")  # glog's INFO and WARNING lines
         from mediapipe.tasks.python import BaseOptions, vision
 
         if not Path(model_path).is_file():
@@ -192,10 +232,12 @@ class Teacher:
             )
         options = vision.HandLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(model_path)),
-            running_mode=vision.RunningMode.IMAGE,
+            running_mode=vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE,
             **settings.teacher_options,
         )
-        self._landmarker = vision.HandLandmarker.create_from_options(options)
+        with quiet_native_logs():
+            self._landmarker = vision.HandLandmarker.create_from_options(options)
+        self.video = video
 
     def __enter__(self) -> Teacher:
         return self
@@ -205,11 +247,13 @@ class Teacher:
 
     def close(self) -> None:
         if self._landmarker is not None:
-            self._landmarker.close()
+            with quiet_native_logs():
+                self._landmarker.close()
             self._landmarker = None
 
-    def detect(self, rgb: np.ndarray) -> HandDetection:
-        """Run the teacher on one RGB uint8 image of shape (H, W, 3)."""
+    def detect(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> HandDetection:
+        """Run the teacher on one RGB uint8 image of shape (H, W, 3); in video mode the frame's
+        ``timestamp_ms`` (increasing from frame to frame)."""
         import mediapipe as mp
 
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -217,7 +261,13 @@ class Teacher:
                 f"teacher expects an RGB uint8 (H, W, 3) image, got {rgb.dtype} {rgb.shape}"
             )
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-        result = self._landmarker.detect(image)
+        if self.video and timestamp_ms is None:
+            raise ValueError("video mode needs each frame's timestamp_ms")
+        with quiet_native_logs():
+            if self.video:
+                result = self._landmarker.detect_for_video(image, int(timestamp_ms))
+            else:
+                result = self._landmarker.detect(image)
         hands = []
         for points, world, categories in zip(
             result.hand_landmarks, result.hand_world_landmarks, result.handedness

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline import distributed
@@ -44,6 +45,7 @@ from pipeline.checkpoint import (
     BEST,
     CHECKPOINT_FORMAT,
     LAST,
+    CheckpointError,
     fingerprint,
     load_checkpoint,
     save_checkpoint,
@@ -51,9 +53,9 @@ from pipeline.checkpoint import (
 )
 from pipeline.codec import LandmarkCodec
 from pipeline.data import DiskImages, SplitData, image_chunks
-from pipeline.inference import autocast, predict, select_device
+from pipeline.inference import autocast, channels_last, predict, select_device
 from pipeline.losses import CoordinateLoss
-from pipeline.metrics import validation_metrics
+from pipeline.metrics import presence_agreement, validation_metrics
 from pipeline.model import LandmarkRegressor, ModelConfig, build_model, load_matching
 from pipeline.params import TrainParams
 
@@ -99,7 +101,9 @@ class StepContext:
     ranks: distributed.Ranks
     codec: LandmarkCodec
     frame: torch.Tensor  # (N, joints, 3) train landmarks in the input frame, z not standardised
+    presence: torch.Tensor  # (N,) 1: the sample shows the hand (its landmarks are a target)
     aspect: torch.Tensor  # (N,) width / height of the picture each input shows
+    zoom: float  # from the cached picture to the model's input (train.crop_context for crops)
     weights: torch.Tensor | None  # (N,) per-sample loss weights
     images: torch.Tensor | DiskImages  # the decoded train images (on the device where they fit)
     loss_fn: CoordinateLoss
@@ -171,7 +175,8 @@ def sample_weights(split: SplitData, power: float) -> torch.Tensor | None:
         raise TrainingError(
             "train.score_weight_power > 0 needs the label table's handedness_score column"
         )
-    scores = split.table["handedness_score"].to_numpy(np.float64)
+    # samples without a hand have no score (and no landmark loss to weigh)
+    scores = np.nan_to_num(split.table["handedness_score"].to_numpy(np.float64), nan=1.0)
     return torch.tensor(np.clip(scores, 1e-3, 1.0) ** power, dtype=torch.float32)
 
 
@@ -272,7 +277,11 @@ def resume(
     if not params.resume:
         log(f"train.resume is false: training from scratch (ignoring {last_path})")
         return
-    saved = load_checkpoint(last_path)
+    try:
+        saved = load_checkpoint(last_path)
+    except CheckpointError as error:  # another version's format, or not a checkpoint at all
+        log(f"{last_path} cannot be resumed ({error}); training from scratch")
+        return
     if saved["fingerprint"] != state.fingerprint:
         log(f"{last_path} is from other params, data or code; training from scratch")
         return
@@ -329,16 +338,19 @@ def train_step(
     x = context.images[index.to(context.images.device)].to(device, non_blocking=True)
     x = x.float().div_(255)
     landmarks = context.frame[index].to(device, non_blocking=True)
-    if geometry_enabled(params):
-        x, landmarks, _ = augment_geometry(x, landmarks, context.aspect[index], params, generator)
+    if geometry_enabled(params) or context.zoom != 1.0:
+        x, landmarks, _ = augment_geometry(
+            x, landmarks, context.aspect[index], params, generator, context.zoom,
+            params.image_size,
+        )  # fmt: skip
     x = color_augment(x, params.color_jitter, params.grayscale_p, generator)
-    if device.type == "cuda":
+    if channels_last(device):
         x = x.contiguous(memory_format=torch.channels_last)
     y = context.codec.standardise(landmarks)
     with autocast(device):
         outputs = step_model(x)
     loss = batch_loss(state.model, outputs, y, landmarks, params, context.loss_fn,
-                      context.weights, index)  # fmt: skip
+                      context.weights, index, context.presence)  # fmt: skip
     if not torch.isfinite(loss):
         return loss  # the caller stops the run with a message
     state.optimizer.zero_grad(set_to_none=True)
@@ -391,23 +403,31 @@ def train_one_epoch(
 
 
 def validate(state: TrainingState, validation: SplitData, context: StepContext) -> dict[str, float]:
-    """Validation metrics of the evaluated weights, the work shared between the processes."""
+    """Validation metrics of the evaluated weights on the samples that show a hand, and the
+    presence's agreement where there are samples without one; the work shared between the
+    processes."""
     ranks = context.ranks
     distributed.broadcast_buffers(state.evaluated)
     share = distributed.contiguous_shares(len(validation), ranks)[ranks.rank]
-    predicted = distributed.gather_rows(
-        predict(
-            state.evaluated,
-            validation.images,
-            state.codec,
-            context.device,
-            context.batch_size,
-            validation.width,
-            validation.height,
-            positions=share,
-        )
+    landmarks, presence = predict(
+        state.evaluated,
+        validation.images,
+        state.codec,
+        context.device,
+        validation.frames(context.params.image_size),
+        context.batch_size,
+        positions=share,
     )
-    return validation_metrics(predicted, validation.landmarks, validation.width, validation.height)
+    landmarks = distributed.gather_rows(landmarks)
+    presence = distributed.gather_rows(presence)
+    shows = validation.presence
+    metrics = validation_metrics(
+        landmarks[shows], validation.landmarks[shows], validation.width[shows],
+        validation.height[shows],
+    )  # fmt: skip
+    if not shows.all():
+        metrics.update(presence_agreement(presence, shows))
+    return metrics
 
 
 def save_epoch(
@@ -416,6 +436,7 @@ def save_epoch(
     row: dict,
     checkpoint_dir: Path,
     context: StepContext,
+    role: str,
 ) -> None:
     """``best.pt`` when validation improved, then ``last.pt`` (rank 0 writes; all wait)."""
     epoch, val = row["epoch"], row["val"]
@@ -426,6 +447,8 @@ def save_epoch(
         # the weights that predict: the moving average when there is one
         "model": {k: v.detach().cpu() for k, v in state.evaluated.state_dict().items()},
         "epoch": epoch,
+        "role": role,
+        "crop_margin": params.crop_margin,
         "fingerprint": state.fingerprint,
         "train_params": asdict(params),
         "history": state.history,
@@ -461,16 +484,22 @@ def step_context(
 ) -> StepContext:
     # Landmarks in the input frame, z not yet standardised: augmentation moves them, then the
     # codec standardises z per batch.
-    codec, size = state.codec, params.image_size
-    frame = codec.to_input(train.landmarks, train.width, train.height, size).astype(np.float32)
+    codec = state.codec
+    frame = codec.to_input(train.landmarks, train.frames(train.images.shape[-1]))
+    shows = train.presence
+    # A sample without the hand has no landmark target; its landmarks sit at the centre, where
+    # they keep the augmentation from steering the crop (the loss leaves them out).
+    frame[~shows] = (0.5, 0.5, 0.0)
     steps_per_epoch = len(batches(len(train), batch_size, None, min_batch))
     return StepContext(
         params=params,
         device=device,
         ranks=ranks,
         codec=codec,
-        frame=torch.tensor(frame),
+        frame=torch.tensor(frame.astype(np.float32)),
+        presence=torch.tensor(shows, dtype=torch.float32),
         aspect=torch.tensor(codec.aspect(train.width, train.height)),
+        zoom=params.crop_context if params.input_layout == "crop" else 1.0,
         weights=sample_weights(train, params.score_weight_power),
         # Decoded images stay on the GPU when they fit comfortably; else pinned for async copies.
         images=_resident(train.images, device),
@@ -494,8 +523,12 @@ def fit(
     on_epoch_end: Callable[[dict], None] | None = None,
     log: Callable[[str], None] = print,
     initial_weights: dict | None = None,
+    role: str | None = None,
 ) -> FitResult:
     """Train, writing ``last.pt`` every epoch and ``best.pt`` when validation MPJPE improves.
+
+    ``role`` (``pipeline.checkpoint.ROLES``, saved in the checkpoints) says how the network will
+    be used; None: ``whole_frame`` for the squash and letterbox layouts, else ``landmarks``.
 
     An interrupted ``last.pt`` of the same run is resumed (see the module docstring); every
     epoch's random streams are seeded from (seed, epoch), so a resumed run ends exactly where an
@@ -503,6 +536,8 @@ def fit(
     copied where names and shapes fit before training starts.
     """
     check_splits(train, validation, params, initial_weights)
+    if role is None:
+        role = "landmarks" if params.input_layout == "crop" else "whole_frame"
     if params.threads:
         torch.set_num_threads(params.threads)
     ranks = distributed.current_ranks()
@@ -531,7 +566,7 @@ def fit(
 
     state = build(params, train, device, run_fingerprint, initial_weights, log)
     resume(state, checkpoint_dir / LAST, params, on_epoch_end, log)
-    if device.type == "cuda":
+    if channels_last(device):
         state.model = state.model.to(memory_format=torch.channels_last)
         if state.average is not None:
             state.average.model = state.average.model.to(memory_format=torch.channels_last)
@@ -551,7 +586,7 @@ def fit(
             "images_per_second": round(seen / seconds, 2),
         }
         state.history.append(row)
-        save_epoch(state, params, row, checkpoint_dir, context)
+        save_epoch(state, params, row, checkpoint_dir, context, role)
         log(
             f"epoch {epoch + 1}/{params.epochs} loss {row['train_loss']:.4f} "
             f"val MPJPE {val['mpjpe_px']:.2f}px PCK@0.1 {val['pck_10']:.3f} ({seconds:.1f}s)"
@@ -583,19 +618,32 @@ def batch_loss(
     loss_fn: CoordinateLoss,
     weights: torch.Tensor | None,
     index: torch.Tensor,
+    presence: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Coordinate loss (+ distribution KL for the spatial heads), optionally sample-weighted."""
+    """Coordinate loss (+ distribution KL for the spatial heads) over the samples that show the
+    hand, optionally sample-weighted, plus ``train.presence_weight`` times the presence head's
+    binary cross-entropy over all of them (``presence``: (N,) 1 where the sample shows it)."""
     coords = outputs.coords.float()
-    if weights is None and params.distribution_weight == 0:
-        return loss_fn(coords, targets)  # the seed's loss, bit for bit
-    per_sample = loss_fn.per_sample(coords, targets)
-    if params.distribution_weight > 0:
-        distributions = model.encode_distributions(
-            frame_landmarks[..., :2], outputs.logits, params.label_sigma
-        )
-        kl = model.distribution_loss(outputs.logits, distributions)
-        per_sample = per_sample + params.distribution_weight * kl
-    if weights is None:
-        return per_sample.mean()
-    w = weights[index].to(per_sample.device)
-    return (per_sample * w).sum() / w.sum()
+    shows = None if presence is None else presence[index].to(coords.device)
+    every_sample_shows = shows is None or bool(shows.all())
+    if every_sample_shows and weights is None and params.distribution_weight == 0:
+        loss = loss_fn(coords, targets)  # the seed's loss, bit for bit
+    else:
+        per_sample = loss_fn.per_sample(coords, targets)
+        if params.distribution_weight > 0:
+            distributions = model.encode_distributions(
+                frame_landmarks[..., :2], outputs.logits, params.label_sigma
+            )
+            kl = model.distribution_loss(outputs.logits, distributions)
+            per_sample = per_sample + params.distribution_weight * kl
+        if every_sample_shows and weights is None:
+            loss = per_sample.mean()
+        else:
+            w = torch.ones_like(per_sample) if weights is None else weights[index].to(per_sample)
+            if shows is not None:
+                w = w * shows
+            loss = (per_sample * w).sum() / w.sum().clamp_min(1e-12)
+    if shows is not None and params.presence_weight > 0:
+        presence_loss = F.binary_cross_entropy_with_logits(outputs.presence.float(), shows)
+        loss = loss + params.presence_weight * presence_loss
+    return loss

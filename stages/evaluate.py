@@ -1,4 +1,5 @@
-"""Stage evaluate: metrics and plots of the best student on the test and validation splits."""
+"""Stage evaluate: the student on the test and validation splits, end to end (finder, then the
+crop) and on the teacher's crop, against the teacher and the truth; metrics and plots."""
 
 from __future__ import annotations
 
@@ -6,15 +7,26 @@ import argparse
 
 import cv2
 
-from pipeline.checkpoint import BEST, CheckpointError, load_checkpoint, model_from_checkpoint
-from pipeline.evaluation import evaluate_split, load_eval_split, overlay_grid
-from pipeline.inference import select_device
+from pipeline.checkpoint import BEST, CheckpointError, load_checkpoint
+from pipeline.evaluation import evaluate_outputs, overlay_grid, run_student
+from pipeline.inference import load_networks_from
 from pipeline.io import atomic_path, read_table, write_json, write_table
-from pipeline.params import load_params, run_differences
+from pipeline.params import finder_params_for, load_params, run_differences
 from pipeline.paths import EVALUATE_METRICS as METRICS
+from pipeline.paths import FINDER_DIR
 from pipeline.paths import PLOTS_DIR as PLOTS
 from pipeline.paths import SPLIT_LABELS as KEPT
 from pipeline.paths import STUDENT_DIR as CHECKPOINTS
+from pipeline.student import student_from
+
+
+def _check_same_run(path, wanted) -> None:
+    changed = run_differences(load_checkpoint(path)["train_params"], wanted)
+    if changed:  # execution-only keys (threads, device, ...) do not make it another run
+        raise CheckpointError(
+            f"{path} was trained with other params ({', '.join(changed)} differ); run "
+            "`dvc repro` first"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,49 +35,50 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     checkpoint_path = CHECKPOINTS / BEST
-    checkpoint = load_checkpoint(checkpoint_path)
-    changed = run_differences(checkpoint["train_params"], params.train)
-    if changed:  # execution-only keys (threads, device, ...) do not make it another run
-        raise CheckpointError(
-            f"{checkpoint_path} was trained with other train params ({', '.join(changed)} differ); "
-            "run `dvc repro train` first"
-        )
-    model, codec, config = model_from_checkpoint(checkpoint, checkpoint_path)
-    device = select_device(params.train.device)
-    model.to(device)
+    _check_same_run(checkpoint_path, params.train)
+    networks = load_networks_from(checkpoint_path, params.train.device)
+    if networks["landmarks"].role == "landmarks":
+        _check_same_run(FINDER_DIR / BEST, finder_params_for(params.finder, params.train))
+        networks["finder"] = load_networks_from(FINDER_DIR / BEST, params.train.device)["landmarks"]
+    student = student_from(networks, params.evaluate.min_presence, str(checkpoint_path))
+    student.refine = params.finder.refine  # what the export records with the student
     table = read_table(KEPT)
 
-    metrics: dict = {"checkpoint_epoch": checkpoint["epoch"], "image_size": config.image_size}
-    outputs = {}
+    metrics: dict = {
+        "checkpoint_epoch": student.epoch,
+        "image_size": student.image_size,
+        "role": student.landmarks.role,
+    }
+    results = {}
     for split in ("test", "validation"):
-        data = load_eval_split(
-            table,
-            split,
-            params.data.root,
-            config.image_size,
-            codec.layout,
-            params.train.cache_budget_bytes,
-        )
-        result = evaluate_split(model, codec, data, device, params.evaluate.batch_size)
-        metrics[split] = result.metrics
-        outputs[split] = (data, result)
+        rows = table[table["split"] == split]
+        if rows.empty:
+            raise ValueError(
+                f"the {split} split is empty after filtering; nothing to evaluate "
+                "(see data/split/dropped.csv)"
+            )
+        outputs = run_student(student, rows, params.data.root, params.evaluate.batch_size)
+        results[split] = evaluate_outputs(outputs, params.evaluate.min_presence)
+        metrics[split] = results[split].metrics
 
-    test_data, test_result = outputs["test"]
-    picture = overlay_grid(
-        test_data, test_result.predicted, params.data.root, params.evaluate.grid_images
-    )
-    write_table(PLOTS / "pck.csv", test_result.pck_curves)
-    write_table(PLOTS / "per_joint.csv", test_result.per_joint)
-    write_table(PLOTS / "per_class.csv", test_result.per_class)
+    test = results["test"]
+    picture = overlay_grid(test.outputs, params.data.root, params.evaluate.grid_images)
+    write_table(PLOTS / "pck.csv", test.pck_curves)
+    write_table(PLOTS / "per_joint.csv", test.per_joint)
+    write_table(PLOTS / "per_class.csv", test.per_class)
     encoded, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     with atomic_path(PLOTS / "overlays.png") as partial:
         partial.write_bytes(png.tobytes())
     write_json(METRICS, metrics)
-    headline = metrics["test"]["student_vs_teacher"]
+    headline, presence = metrics["test"]["student_vs_teacher"], metrics["test"]["presence"]
+    oracle = metrics["test"].get("oracle_crop")
     print(
-        f"test: MPJPE {headline['mpjpe_px']:.2f}px "
-        f"({headline['mpjpe_norm_hand']:.3f} of hand size), "
-        f"PCK@0.1 {headline['pck_10']:.3f}, AUC {headline['auc']:.3f}"
+        f"test, end to end: MPJPE {headline['mpjpe_px']:.2f}px "
+        f"({headline['mpjpe_norm_hand']:.3f} of hand size), PCK@0.1 {headline['pck_10']:.3f}, "
+        f"AUC {headline['auc']:.3f}"
+        + (f"; oracle crop PCK@0.1 {oracle['pck_10']:.3f}" if oracle else "")
+        + f"; presence recall {presence['presence_recall']}, no-hand agreement "
+        f"{presence['no_hand_agreement']}"
     )
 
 

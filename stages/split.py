@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     write_json(METRICS, metrics)
     write_table(KEPT, result.kept)
     counts = ", ".join(f"{s} {metrics[s]['kept']}" for s in ("train", "validation", "test"))
-    print(f"kept {metrics['kept']} ({counts}); dropped {metrics['dropped']}, reasons in {DROPPED}")
+    print(
+        f"kept {metrics['kept']} ({counts}), {metrics['negatives']} of them without a hand "
+        f"(presence negatives); dropped {metrics['dropped']}, reasons in {DROPPED}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ from dvclive import Live
 
 from pipeline import distributed
 from pipeline.checkpoint import PRETRAINED_WEIGHTS, load_pretrained_weights
-from pipeline.data import load_split
 from pipeline.io import read_table
 from pipeline.machine import available_cores
 from pipeline.params import Params, load_params
 from pipeline.paths import LIVE_DIR
 from pipeline.paths import SPLIT_LABELS as KEPT
 from pipeline.paths import STUDENT_DIR as CHECKPOINTS
+from pipeline.samples import training_splits
 from pipeline.training import fit
 
 
@@ -42,24 +42,26 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def train_student(params: Params, ranks: distributed.Ranks) -> None:
-    table = read_table(KEPT)
     size, layout = params.train.image_size, params.train.input_layout
-    budget = params.train.cache_budget_bytes
-    train = load_split(table[table["split"] == "train"], params.data.root, size, layout, budget)
-    if not train.on_disk:  # the budget is for both splits together
-        budget -= train.images.numel()
-    validation = load_split(
-        table[table["split"] == "validation"], params.data.root, size, layout, max(budget, 0)
-    )
+    # the cascade's network is its own finder: it learns whole frames as well as crops
+    cascade = layout == "crop" and params.finder.kind == "shared"
+    train, validation = training_splits(
+        read_table(KEPT), params.data.root, params.train, "both" if cascade else "hand",
+        params.train.cache_budget_bytes,
+    )  # fmt: skip
+    role = "cascade" if cascade else None
     initial_weights = None
     if params.train.pretrained == "synthetic":
         initial_weights = load_pretrained_weights(PRETRAINED_WEIGHTS, params.pretrain, params.train)
     if not ranks.is_main:  # fit shares the work; rank 0 alone logs and writes
-        fit(train, validation, params.train, CHECKPOINTS, initial_weights=initial_weights)
+        fit(train, validation, params.train, CHECKPOINTS, initial_weights=initial_weights,
+            role=role)  # fmt: skip
         return
     where = "a temporary file" if train.on_disk else "memory"
+    negatives = int((~train.presence).sum())
     print(
-        f"train {len(train)} images, validation {len(validation)}, {size}px ({layout}); "
+        f"train {len(train)} samples ({negatives} without a hand), validation "
+        f"{len(validation)}, {size}px ({layout}); "
         f"decoded train images in {where} "
         f"(train.cache_budget_mib={params.train.cache_budget_mib}); "
         f"{ranks.world_size} training process(es)",
@@ -75,7 +77,8 @@ def train_student(params: Params, ranks: distributed.Ranks) -> None:
             live.step = row["epoch"]
             live.log_metric("train/loss", row["train_loss"])
             for name, value in row["val"].items():
-                live.log_metric(f"val/{name}", value)
+                if value is not None:  # a presence fraction of nothing
+                    live.log_metric(f"val/{name}", value)
             live.log_metric("train/images_per_second", row["images_per_second"], plot=False)
             live.next_step()
 
@@ -86,6 +89,7 @@ def train_student(params: Params, ranks: distributed.Ranks) -> None:
             CHECKPOINTS,
             on_epoch_end=log_epoch,
             initial_weights=initial_weights,
+            role=role,
         )
         live.summary["best_epoch"] = result.best_epoch
         for name, value in result.best_val.items():

@@ -33,7 +33,7 @@ def backing_inode(images) -> int:
 def main() -> None:
     data_root, labels, out, budget = sys.argv[1:5]
     with distributed.process_group("cpu") as ranks:
-        split = load_split(pd.read_parquet(labels), data_root, 64, budget_bytes=int(budget))
+        split = load_split(pd.read_parquet(labels), data_root, 64, "squash", int(budget))
         digest = hashlib.sha256()
         for chunk in image_chunks(split.images):
             digest.update(chunk.numpy().tobytes())

@@ -21,11 +21,13 @@ import torch
 from torch import nn
 
 from pipeline import distributed
+from pipeline.inference import channels_last
 from pipeline.training import batch_loss, build, step_context, step_model_for, train_step
 from tests.tiny import skeleton_split
 
 GLOBAL_BATCH = 8
 PARAMS = dict(
+    input_layout="squash",
     image_size=32, batch_size=GLOBAL_BATCH, device="cpu", threads=1, dropout=0.0,
     color_jitter=0.0, grayscale_p=0.0, rotate_deg=0.0, scale_min=1.0, scale_max=1.0,
     translate=0.0, flip_p=0.0, ema_decay=0.0, epochs=1, warmup_epochs=0.0,
@@ -66,11 +68,13 @@ def main(out: str, batchnorm: str) -> None:
             total = 0
             for index in halves:
                 x = context.images[index].float().div_(255)
+                if channels_last(context.device):  # as train_step feeds the model
+                    x = x.contiguous(memory_format=torch.channels_last)
                 landmarks = context.frame[index]
                 outputs = state.model.forward_train(x)
                 targets = context.codec.standardise(landmarks)
                 loss = batch_loss(state.model, outputs, targets, landmarks, params,
-                                  context.loss_fn, None, index)  # fmt: skip
+                                  context.loss_fn, None, index, context.presence)  # fmt: skip
                 total = total + loss / len(halves)
             total.backward()
             state.optimizer.step()

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pipeline.cli import main
-from pipeline.inference import load_model
+from pipeline.student import load_student
 
 
 class _CreatesAFile:
@@ -27,7 +27,7 @@ class _CreatesAFile:
 def _crafted(tmp_path: Path) -> tuple[Path, Path]:
     marker = tmp_path / "pwned"
     payload = {
-        "format": 1, "model_config": {}, "codec": {}, "epoch": 1, "fingerprint": "x",
+        "format": 2, "model_config": {}, "codec": {}, "epoch": 1, "fingerprint": "x",
         "train_params": {}, "model": {"weight": torch.zeros(2)}, "extra": _CreatesAFile(marker),
     }  # fmt: skip
     path = tmp_path / "best.pt"
@@ -44,7 +44,7 @@ def test_a_checkpoint_that_carries_code_is_refused_and_the_code_never_runs(tmp_p
         load_checkpoint(path)
     assert str(path) in str(error.value)
     with pytest.raises(CheckpointError, match="could run code"):
-        load_model(path, "cpu")
+        load_student(path, "cpu")
     photos = tmp_path / "photos"
     photos.mkdir()
     assert main(["predict", str(path), str(photos), "-o", str(tmp_path / "p.csv")]) == 2

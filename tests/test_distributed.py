@@ -34,6 +34,7 @@ from tests.tiny import skeleton_photos
 
 TRAIN_IMAGES, VALIDATION_IMAGES = 64, 16
 TRAIN = {
+    "input_layout": "squash",  # the whole frame: the DDP machinery is the same for crops
     "image_size": 64,
     "epochs": 10,
     "batch_size": 8,
@@ -152,10 +153,12 @@ def test_two_gloo_processes_train_like_one(runs, single_process_seeds):
     # best.pt is the model that was validated (rank 0's BatchNorm statistics on every rank)
     table = pd.read_parquet(two / "data" / "split" / "labels.parquet")
     validation_rows = table[table["split"] == "validation"]
-    validation = load_split(validation_rows, two / "data", TRAIN["image_size"])
+    validation = load_split(validation_rows, two / "data", TRAIN["image_size"], "squash")
     best = load_checkpoint(two / "models" / "student" / BEST)
     model, codec, _ = model_from_checkpoint(best)
-    predicted = predict(model, validation.images, codec, torch.device("cpu"))
+    predicted, _ = predict(
+        model, validation.images, codec, torch.device("cpu"), validation.frames()
+    )
     assert validation_metrics(predicted, validation.landmarks, validation.width, validation.height)[
         "mpjpe_px"
     ] == pytest.approx(best["best"]["metrics"]["mpjpe_px"], rel=1e-4)
@@ -273,7 +276,7 @@ def test_processes_of_one_machine_share_one_decoded_cache(tmp_path, budget_bytes
     root.mkdir()
     write_data_set(root)
     labels = root / "data" / "split" / "labels.parquet"
-    alone = load_split(pd.read_parquet(labels), root / "data", 64)
+    alone = load_split(pd.read_parquet(labels), root / "data", 64, "squash")
     expected = hashlib.sha256(alone.images.numpy().tobytes()).hexdigest()
     out, scratch = tmp_path / "reports", tmp_path / "tmp"
     out.mkdir()

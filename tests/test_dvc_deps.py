@@ -138,3 +138,58 @@ def test_predict_score_evaluate_and_export_do_not_import_the_training_loop():
     training = REPO / "pipeline" / "training.py"
     for module in ("pipeline.cli", "stages.evaluate", "stages.export", "pipeline.scoring"):
         assert training not in imported_files(module), module
+
+
+def _other_values(name: str, value) -> list:
+    """Other values for a train key, to try in turn until one is valid."""
+    from pipeline.params import TrainParams
+
+    choices = {
+        "pretrained": TrainParams.PRETRAINED, "input_layout": TrainParams.LAYOUTS,
+        "head": TrainParams.HEADS, "loss": TrainParams.LOSSES, "device": TrainParams.DEVICES,
+    }  # fmt: skip
+    if name in choices:
+        return [c for c in choices[name] if c != value]
+    if isinstance(value, bool):
+        return [not value]
+    if isinstance(value, int):
+        return [value + 1, value + 2]
+    return [value * 0.8 + 0.013, value * 1.1 + 0.007, value + 0.5]
+
+
+def train_keys_used_by(derive) -> set[str]:
+    """The train keys whose change changes ``derive(train)``: what a stage that trains on
+    derived params must list (the pretrain and finder stages)."""
+    import dataclasses
+
+    from pipeline.params import ParamsError, TrainParams
+
+    used = set()
+    # from the defaults, and from the full-width model (train.pretrained=imagenet needs it)
+    for base in (TrainParams(), TrainParams(width=1.0)):
+        for field in dataclasses.fields(TrainParams):
+            valid = 0
+            for other in _other_values(field.name, getattr(base, field.name)):
+                try:
+                    changed = dataclasses.replace(base, **{field.name: other})
+                except ParamsError:
+                    continue
+                valid += 1
+                if derive(changed) != derive(base):
+                    used.add(field.name)
+            assert valid, f"no other valid value found for train.{field.name}"
+    return used
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finder"])
+def test_stages_on_derived_train_params_list_exactly_the_train_keys_they_use(stage):
+    from pipeline.params import FinderParams, PretrainParams, finder_params_for, pretrain_params_for
+
+    derive = {
+        "pretrain": lambda train: pretrain_params_for(PretrainParams(), train),
+        "finder": lambda train: finder_params_for(FinderParams(), train),
+    }[stage]
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    listed = {p[len("train.") :] for p in dvc_yaml["stages"][stage]["params"]
+              if isinstance(p, str) and p.startswith("train.")}  # fmt: skip
+    assert listed == train_keys_used_by(derive)

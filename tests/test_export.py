@@ -9,15 +9,17 @@ import torch
 from pipeline import export
 from pipeline.checkpoint import BEST, CheckpointError, load_checkpoint, model_from_checkpoint
 from pipeline.codec import NUM_OUTPUTS, LandmarkCodec
-from pipeline.export import ExportError, export_onnx, read_metadata
-from pipeline.inference import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
+from pipeline.export import ExportError, export_student, read_metadata
+from pipeline.inference import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, PRESENCE_NAME
 from pipeline.inference import onnx_session as session
 from pipeline.model import ModelConfig
 from pipeline.params import TrainParams
 from pipeline.training import fit
 from tests.tiny import skeleton_split
 
-TINY = TrainParams(image_size=32, epochs=1, batch_size=4, device="cpu", threads=2)
+TINY = TrainParams(
+    input_layout="squash", image_size=32, epochs=1, batch_size=4, device="cpu", threads=2
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,51 +30,59 @@ def checkpoint(tmp_path_factory):
 
 
 def test_export_matches_torch_at_batch_1_and_3_and_carries_metadata(checkpoint, tmp_path):
-    metrics = export_onnx(checkpoint, tmp_path / "student.onnx")
-    assert metrics["max_abs_diff"] < 1e-4
-    assert metrics["input_size"] == 32 and metrics["opset"] == export.OPSET
-    assert metrics["file_bytes"] == (tmp_path / "student.onnx").stat().st_size
+    metrics = export_student(checkpoint, tmp_path / "export")
+    network = metrics["networks"]["landmarks"]
+    onnx_path = tmp_path / "export" / "student.onnx"
+    assert network["max_abs_diff"] < 1e-4 and metrics["opset"] == export.OPSET
+    assert network["input_size"] == 32 and network["role"] == "whole_frame"
+    assert network["file_bytes"] == onnx_path.stat().st_size
+    assert set(metrics["networks"]) == {"landmarks"}  # a whole-frame student has no finder
 
     payload = load_checkpoint(checkpoint)
     model, codec, config = model_from_checkpoint(payload)
     model.eval()
-    runtime = session(tmp_path / "student.onnx", threads=2)
-    (given,), (returned,) = runtime.get_inputs(), runtime.get_outputs()
+    runtime = session(onnx_path, threads=2)
+    (given,) = runtime.get_inputs()
+    returned = {o.name: o for o in runtime.get_outputs()}
     assert (given.name, given.type, given.shape[1:]) == (INPUT_NAME, "tensor(float)", [3, 32, 32])
-    assert returned.name == OUTPUT_NAME and returned.shape[1] == NUM_OUTPUTS
+    assert returned[OUTPUT_NAME].shape[1] == NUM_OUTPUTS and len(returned[PRESENCE_NAME].shape) == 1
     # Real (skeleton) images, not the random ones the export checked itself with.
     images = skeleton_split(3, seed=5).images.float().div(255)
     for batch in (1, 3):
-        (onnx_out,) = runtime.run(None, {INPUT_NAME: images[:batch].numpy()})
+        onnx_landmarks, onnx_presence = runtime.run(
+            [OUTPUT_NAME, PRESENCE_NAME], {INPUT_NAME: images[:batch].numpy()}
+        )
         with torch.no_grad():
-            torch_out = model(images[:batch]).numpy()
-        assert onnx_out.shape == (batch, NUM_OUTPUTS)
-        assert np.abs(onnx_out - torch_out).max() < 1e-4
+            torch_landmarks, torch_presence = (t.numpy() for t in model(images[:batch]))
+        assert onnx_landmarks.shape == (batch, NUM_OUTPUTS) and onnx_presence.shape == (batch,)
+        assert np.abs(onnx_landmarks - torch_landmarks).max() < 1e-4
+        assert np.abs(onnx_presence - torch_presence).max() < 1e-5
 
-    metadata = read_metadata(tmp_path / "student.onnx")
-    assert metadata["epoch"] == payload["epoch"] == 1
+    metadata = read_metadata(onnx_path)
+    assert metadata["epoch"] == payload["epoch"] == 1 and metadata["role"] == "whole_frame"
     assert ModelConfig.from_dict(metadata["model_config"]) == config
     assert LandmarkCodec.from_dict(metadata["codec"]) == codec
     # the raw entry is plain JSON under the agreed key, readable without this package
     import onnx
 
-    props = {p.key: p.value for p in onnx.load(str(tmp_path / "student.onnx")).metadata_props}
+    props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     assert json.loads(props[METADATA_KEY]) == metadata
 
 
 def test_export_is_deterministic(checkpoint, tmp_path):
-    export_onnx(checkpoint, tmp_path / "a.onnx")
-    export_onnx(checkpoint, tmp_path / "b.onnx")
-    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    export_student(checkpoint, tmp_path / "a")
+    export_student(checkpoint, tmp_path / "b")
+    for name in ("student.onnx", "student.pt"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
 def test_a_mismatching_export_is_not_written(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setattr(export, "TOLERANCE", -1.0)
     with pytest.raises(ExportError, match="disagree"):
-        export_onnx(checkpoint, tmp_path / "student.onnx")
+        export_student(checkpoint, tmp_path / "export")
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(CheckpointError, match="not found"):
-        export_onnx(tmp_path / "missing.pt", tmp_path / "student.onnx")
+        export_student(tmp_path / "missing.pt", tmp_path / "export")
 
 
 def test_a_batch_size_frozen_into_the_graph_is_caught(checkpoint, tmp_path, monkeypatch):
@@ -81,21 +91,26 @@ def test_a_batch_size_frozen_into_the_graph_is_caught(checkpoint, tmp_path, monk
     forward = LandmarkRegressor.forward
 
     def frozen(self, images):  # len() is a Python int to the tracer: batch 2 becomes a constant
-        return forward(self, images).reshape(len(images), -1)
+        landmarks, presence = forward(self, images)
+        return landmarks.reshape(len(images), -1), presence
 
     monkeypatch.setattr(LandmarkRegressor, "forward", frozen)
     with pytest.raises(ExportError, match=r"(?s)fails on a batch of 1.*tracer warned.*len"):
-        export_onnx(checkpoint, tmp_path / "student.onnx")
-    assert not (tmp_path / "student.onnx").exists()
+        export_student(checkpoint, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
 
 
 def test_stage_writes_model_and_metrics(checkpoint, tmp_path, monkeypatch):
+    from pipeline.paths import EXPORT_DIR, EXPORT_METRICS
     from stages import export as stage
+    from tests.dvc_repo import REPO
 
     (tmp_path / "models" / "student").mkdir(parents=True)
     (tmp_path / "models" / "student" / BEST).write_bytes(checkpoint.read_bytes())
+    (tmp_path / "params.yaml").write_bytes((REPO / "params.yaml").read_bytes())
     monkeypatch.chdir(tmp_path)
     stage.main([])
-    metrics = json.loads((tmp_path / stage.METRICS).read_text())
-    assert metrics["max_abs_diff"] < 1e-4 and metrics["checkpoint_epoch"] == 1
-    assert read_metadata(tmp_path / stage.ONNX)["epoch"] == 1
+    metrics = json.loads((tmp_path / EXPORT_METRICS).read_text())
+    network = metrics["networks"]["landmarks"]
+    assert network["max_abs_diff"] < 1e-4 and network["checkpoint_epoch"] == 1
+    assert read_metadata(tmp_path / EXPORT_DIR / "student.onnx")["epoch"] == 1

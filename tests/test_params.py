@@ -61,3 +61,19 @@ def test_missing_and_invalid_yaml(tmp_path):
     bad.write_text("train: [1, 2\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_the_dataclass_defaults_are_params_yaml():
+    """One set of defaults: a module that builds a section's dataclass without params.yaml
+    gets what a user who did not touch params.yaml gets."""
+    import dataclasses
+
+    import yaml
+
+    from pipeline.params import SECTIONS, Params
+
+    assert load_params("params.yaml") == Params()
+    # and params.yaml spells every key out: DVC tracks a stage's params by the keys in the file
+    raw = yaml.safe_load(open("params.yaml"))
+    for name, section in SECTIONS.items():
+        assert set(raw[name]) == {f.name for f in dataclasses.fields(section)}, name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,15 +16,19 @@ from tests.dvc_repo import commit, make_repo, run
 TINY_PARAMS = {
     "synthetic": {"num_images": 24, "width": 320, "height": 240, "num_subjects": 4},
     "landmarks": {"workers": 2},
+    "finder": {"image_size": 32, "epochs": 2, "batch_size": 4},
     "train": {"image_size": 32, "epochs": 2, "batch_size": 4, "threads": 2},
     "evaluate": {"grid_images": 4},
 }
 
 
+FIRST_REPRO = {}  # the first `dvc repro`'s output, for the tests that read it
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, teacher_model) -> Path:
     root = make_repo(tmp_path_factory.mktemp("repo"), TINY_PARAMS)
-    run(["dvc", "repro"], root)
+    FIRST_REPRO["output"] = run(["dvc", "repro"], root)
     return root
 
 
@@ -42,7 +47,9 @@ def test_repro_writes_every_stage_metric(repo):
     assert all(split[s]["kept"] >= 1 for s in ("train", "validation", "test"))
     test = evaluation["test"]
     assert test["images"] == split["test"]["kept"]
-    for comparison in ("student_vs_teacher", "teacher_vs_truth", "student_vs_truth"):
+    assert test["images_with_hand"] == split["test"]["kept"] - split["test"]["negatives"]
+    assert evaluation["role"] == "landmarks"  # the top-down student, with a finder of its own
+    for comparison in ("student_vs_teacher", "oracle_crop", "teacher_vs_truth", "student_vs_truth"):
         assert {"mpjpe_px", "mpjpe_norm_hand", "pck_05", "pck_10", "pck_20", "auc"} <= set(
             test[comparison]
         )
@@ -51,6 +58,13 @@ def test_repro_writes_every_stage_metric(repo):
     assert (repo / "plots/overlays.png").stat().st_size > 10_000
     live = read_json(repo / "dvclive/metrics.json")
     assert live["step"] == 2 and "mpjpe_px" in live["val"]
+    assert {p.name for p in (repo / "models/export").iterdir()} >= {
+        "student.pt", "student.onnx", "finder.onnx"
+    }  # fmt: skip
+    summary = read_json(repo / "metrics/summary.json")
+    assert summary["pck_10"] == pytest.approx(test["student_vs_teacher"]["pck_10"], rel=1e-3)
+    assert summary["oracle_pck_10"] == pytest.approx(test["oracle_crop"]["pck_10"], rel=1e-3)
+    assert summary["detected"] == landmarks["detection_rate"]
 
 
 def test_second_repro_runs_nothing_and_status_is_clean(repo):
@@ -65,10 +79,27 @@ def test_second_repro_runs_nothing_and_status_is_clean(repo):
 
 def test_metrics_and_plots_commands(repo):
     shown = run(["dvc", "metrics", "show", "--json"], repo)
-    assert "detection_rate" in shown and "student_vs_teacher" in shown
+    assert "detected" in shown and "pck_10" in shown and "hand_recall" in shown
+    # the headline numbers fit a terminal: every line of the table within 200 characters
+    table = run(["dvc", "metrics", "show"], repo)
+    assert "metrics/summary.json" in table
+    assert max(len(line) for line in table.splitlines()) <= 200, table
     run(["dvc", "plots", "show", "-o", "dvc_plots"], repo)
     html = (repo / "dvc_plots/index.html").read_text()
-    assert "PCK curve" in html and "overlays.png" in html
+    assert "PCK curve" in html
+    assert len(re.findall(r'<img src="[^"]*overlays\.png"', html)) == 1  # listed once
+    # offline: the page carries Vega itself instead of loading it from a CDN
+    assert "cdn.jsdelivr.net" not in html and "vegaEmbed" in html
+
+
+def test_repro_output_is_quiet_and_each_stage_ends_with_its_summary(repo):
+    output = FIRST_REPRO["output"]
+    for noise in ("W0000", "I0000", "INFO: [", "XNNPACK", "Logging before InitGoogle"):
+        assert noise not in output, noise
+    for summary in ("teacher model", "synthetic data set in", "labelled 24 images", "kept ",
+                    "finder: best epoch", "best epoch", "test, end to end:", "exported the",
+                    "metrics/summary.json:", "params.yaml:"):  # fmt: skip
+        assert summary in output, summary
 
 
 def test_experiment_with_other_params_is_listed(repo):
@@ -79,7 +110,7 @@ def test_experiment_with_other_params_is_listed(repo):
     )
     text = json.dumps(json.loads(shown.stdout))
     assert "one-epoch" in text
-    assert "student_vs_teacher" in text and '"epochs": 1' in text
+    assert "pck_10" in text and '"epochs": 1' in text
 
 
 def test_unknown_param_key_fails_repro_and_exp_run_though_no_stage_reads_it(repo):
@@ -127,6 +158,7 @@ def test_forced_repro_of_train_trains_again(repo):
     assert "training again from scratch" in forced and "resuming" not in forced
     epochs = yaml.safe_load((repo / "params.yaml").read_text())["train"]["epochs"]
     assert forced.count(f"/{epochs} loss") == epochs  # every epoch trained, none skipped
+    run(["dvc", "repro"], repo)  # the stages after train follow its new checkpoint
 
 
 def test_code_changes_make_exactly_the_stages_that_import_them_stale(repo):
@@ -141,5 +173,21 @@ def test_code_changes_make_exactly_the_stages_that_import_them_stale(repo):
         return {line[:-1] for line in status.splitlines() if line.endswith(":") and " " not in line}
 
     assert stale_after_editing("pipeline/teacher.py") == {"teacher", "landmarks"}
-    assert stale_after_editing("pipeline/metrics.py") == {"pretrain", "train", "evaluate"}
+    assert stale_after_editing("pipeline/metrics.py") == {"pretrain", "finder", "train", "evaluate"}
     assert "up to date" in run(["dvc", "status"], repo)
+
+
+def test_plots_draw_offline_in_a_real_browser(repo, tmp_path):
+    """A headless Chromium that can reach nothing renders every chart of `dvc plots show` from
+    the page's inlined Vega, and the overlay once (skips where no Chromium is installed)."""
+    from benchmarks.plots_offline import find_browser, render
+
+    browser = find_browser(None)
+    if browser is None:
+        pytest.skip(
+            "no Chromium on this machine to render the page (Debian: apt-get install chromium)"
+        )
+    found = render(repo, browser, tmp_path / "page", offline_template=True)
+    assert not found["loads_from_cdn"]
+    assert found["charts_drawn"] == found["charts_declared"] >= 6, found
+    assert found["overlay_images"] == 1, found

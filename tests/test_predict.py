@@ -14,8 +14,7 @@ import torch
 from pipeline.checkpoint import BEST, CheckpointError, load_checkpoint
 from pipeline.cli import main
 from pipeline.data import load_split
-from pipeline.export import export_onnx
-from pipeline.inference import load_model
+from pipeline.export import export_student
 from pipeline.inference import predict as training_predict
 from pipeline.keypoints import NUM_JOINTS, column_names, hand_size
 from pipeline.labeling import label_images
@@ -28,11 +27,13 @@ from pipeline.scoring import (
     score_folder,
     score_predictions,
 )
+from pipeline.student import load_student
 from pipeline.training import fit
 from tests.conftest import noise_image, write_png
 from tests.tiny import TEMPLATE, skeleton_photos, skeleton_split
 
-COLUMNS = ["path", "width", "height", *column_names("")]
+COLUMNS = ["path", "width", "height", "presence", "crop_x", "crop_y", "crop_side",
+           *column_names("")]  # fmt: skip
 WIDTH, HEIGHT = 96, 72
 PHOTOS = ["a/img0.png", "a/img1.png", "b/deeper/img2.jpg", "b/img3.png", "img4.png"]
 
@@ -40,16 +41,20 @@ PHOTOS = ["a/img0.png", "a/img1.png", "b/deeper/img2.jpg", "b/img3.png", "img4.p
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     directory = tmp_path_factory.mktemp("student")
-    params = TrainParams(image_size=32, epochs=1, batch_size=4, device="cpu", threads=2)
+    # a whole-frame student: the input/output behaviour of predict and score (the top-down
+    # student's two passes and tracking are tests/test_top_down.py's)
+    params = TrainParams(
+        input_layout="squash", image_size=32, epochs=1, batch_size=4, device="cpu", threads=2
+    )
     fit(skeleton_split(8, seed=1), skeleton_split(4, seed=2), params, directory, log=lambda _: None)
     return directory / BEST
 
 
 @pytest.fixture(scope="module")
 def onnx_model(checkpoint, tmp_path_factory):
-    path = tmp_path_factory.mktemp("onnx") / "student.onnx"
-    export_onnx(checkpoint, path)
-    return path
+    folder = tmp_path_factory.mktemp("onnx") / "export"
+    export_student(checkpoint, folder)
+    return folder / "student.onnx"
 
 
 def write_photos(folder, names=PHOTOS, seed=5):
@@ -186,17 +191,18 @@ def test_predictions_are_the_evaluate_path_and_match_the_onnx_export(
     z = column_names("", "z")
     np.testing.assert_allclose(from_onnx.table[xy], from_checkpoint.table[xy], atol=1e-3)
     np.testing.assert_allclose(from_onnx.table[z], from_checkpoint.table[z], atol=1e-5)
-    assert load_model(onnx_model).epoch == load_checkpoint(checkpoint)["epoch"]
+    np.testing.assert_allclose(from_onnx.presence, from_checkpoint.presence, atol=1e-5)
+    assert load_student(onnx_model).epoch == load_checkpoint(checkpoint)["epoch"]
 
     # The same numbers as the training/evaluate path: load_split's decode and input picture,
     # predict, then normalised x, y times the original size.
     paths = list(from_checkpoint.table["path"])
     labels = pd.DataFrame({"path": paths, "width": WIDTH, "height": HEIGHT})
     labels[column_names("")] = 0.0
-    model = load_model(checkpoint, "cpu")
+    model = load_student(checkpoint, "cpu").landmarks
     split = load_split(labels, folder, model.image_size, layout=model.codec.layout)
-    expected = training_predict(
-        model.module, split.images, model.codec, torch.device("cpu"), 64, split.width, split.height
+    expected, _ = training_predict(
+        model.module, split.images, model.codec, torch.device("cpu"), split.frames(32), 64
     )
     expected[..., 0] *= WIDTH
     expected[..., 1] *= HEIGHT
@@ -205,7 +211,8 @@ def test_predictions_are_the_evaluate_path_and_match_the_onnx_export(
 
     # and the Python API on in-memory images gives them too
     rgb = [cv2.cvtColor(cv2.imread(str(folder / p)), cv2.COLOR_BGR2RGB) for p in paths]
-    np.testing.assert_allclose(model.landmarks(rgb), expected, atol=1e-6)
+    student = load_student(checkpoint, "cpu")
+    np.testing.assert_allclose(student.predict_images(rgb).landmarks, expected, atol=1e-6)
 
 
 def test_single_image_and_video(checkpoint, tmp_path):
@@ -224,7 +231,7 @@ def test_single_image_and_video(checkpoint, tmp_path):
     argv = ["predict", str(checkpoint), str(video), "-o", str(output), "--overlay", str(overlays)]
     assert main([*argv, "--batch-size", "3", "--no-progress"]) == 0
     table = pd.read_csv(output)
-    assert list(table.columns) == ["path", "frame", *COLUMNS[1:]]
+    assert list(table.columns) == ["path", "frame", *COLUMNS[1:4], "tracked", *COLUMNS[4:]]
     assert list(table["frame"]) == [0, 1, 2, 3] and set(table["path"]) == {"clip.avi"}
     written = sorted(p.relative_to(overlays).as_posix() for p in overlays.rglob("*.png"))
     assert written == [f"clip/{i:06d}.png" for i in range(4)]
@@ -257,12 +264,12 @@ def test_bad_input_is_a_clear_error(checkpoint, tmp_path, capsys):
     payload["model_config"]["neck_channels"] = 48  # another config than the weights were made with
     torch.save(payload, tmp_path / "other-config.pt")
     with pytest.raises(CheckpointError, match="do not fit"):
-        load_model(tmp_path / "other-config.pt")
+        load_student(tmp_path / "other-config.pt")
     payload = load_checkpoint(checkpoint)
     payload["model_config"]["width_multiplier"] = 1.4  # from a future version of the project
     torch.save(payload, tmp_path / "future.pt")
     with pytest.raises(CheckpointError, match="not understood"):
-        load_model(tmp_path / "future.pt")
+        load_student(tmp_path / "future.pt")
     assert main(["predict", str(tmp_path / "future.pt"), str(photos)]) == 2
 
     unreadable = tmp_path / "unreadable"
@@ -281,14 +288,14 @@ def test_foreign_or_broken_onnx_files_are_clear_errors(onnx_model, tmp_path):
     proto.metadata_props[0].value = json.dumps(meta)
     onnx.save(proto, str(tmp_path / "other-size.onnx"))
     with pytest.raises(CheckpointError, match="another model"):
-        load_model(tmp_path / "other-size.onnx")
+        load_student(tmp_path / "other-size.onnx")
     del proto.metadata_props[:]
     onnx.save(proto, str(tmp_path / "bare.onnx"))
     with pytest.raises(CheckpointError, match="no 'learned_hand_landmarks' metadata"):
-        load_model(tmp_path / "bare.onnx")
+        load_student(tmp_path / "bare.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="cannot be loaded"):
-        load_model(tmp_path / "junk.onnx")
+        load_student(tmp_path / "junk.onnx")
 
 
 def test_scores_are_the_hand_checked_values():

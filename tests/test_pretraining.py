@@ -19,7 +19,6 @@ from pipeline.checkpoint import (
 from pipeline.params import PretrainParams, TrainParams
 from pipeline.pretraining import DISABLED_MARKER, pretrain, render_split
 from pipeline.training import fit
-from tests.tiny import skeleton_split
 
 TRAIN = TrainParams(
     image_size=32, epochs=1, batch_size=4, device="cpu", threads=2, head="integral", loss="l1"
@@ -40,6 +39,16 @@ def test_renders_carry_their_true_landmarks():
     assert torch.equal(split.images, again.images)  # deterministic
     other = render_split(PRETRAIN, 3, 3, 32, "squash", "validation")
     assert not np.allclose(other.landmarks, split.landmarks)
+    # the crop layout: the hand's crop, cut wider by the context, landmarks in the render's units
+    crops = render_split(PRETRAIN, 3, 0, 32, "crop", "train", 1.5, 1.25)
+    assert crops.images.shape == (3, 3, 40, 40) and crops.squares.shape == (3, 3)
+    np.testing.assert_allclose(crops.landmarks, split.landmarks)  # the same hands
+    inside = (
+        crops.frames().scale[:, None, :] * crops.landmarks[..., :2]
+        + crops.frames().offset[:, None, :]
+    )
+    # the hand fills 1 / (margin * context) of the crop, around its centre
+    assert inside.min() > 0.5 - 0.5 / 1.875 - 1e-9 and inside.max() < 0.5 + 0.5 / 1.875 + 1e-9
 
 
 def test_pretrain_stage_writes_weights_the_train_stage_starts_from(tmp_path, monkeypatch):
@@ -55,26 +64,18 @@ def test_pretrain_stage_writes_weights_the_train_stage_starts_from(tmp_path, mon
 
     messages = []
     tuned = dataclasses.replace(TRAIN, pretrained="synthetic")
-    fit(
-        skeleton_split(6, seed=1),
-        skeleton_split(2, seed=2),
-        tuned,
-        tmp_path / "student",
-        log=messages.append,
-        initial_weights=weights,
-    )
+    # crops of other rendered hands stand for the teacher-labelled training crops
+    margin, context = TRAIN.crop_margin, TRAIN.crop_context
+    crops = render_split(PRETRAIN, 6, 50, 32, "crop", "train", margin, context)
+    validation = render_split(PRETRAIN, 2, 60, 32, "crop", "validation", margin)
+    fit(crops, validation, tuned, tmp_path / "student", log=messages.append,
+        initial_weights=weights)  # fmt: skip
     assert any("initial weights:" in m for m in messages)
     # a resumed run must start from the same initial weights: they are in the fingerprint
     changed = {k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}
     messages.clear()
-    fit(
-        skeleton_split(6, seed=1),
-        skeleton_split(2, seed=2),
-        tuned,
-        tmp_path / "student",
-        log=messages.append,
-        initial_weights=changed,
-    )
+    fit(crops, validation, tuned, tmp_path / "student", log=messages.append,
+        initial_weights=changed)  # fmt: skip
     assert any("training from scratch" in m for m in messages)
 
     with pytest.raises(CheckpointError, match="head differ"):

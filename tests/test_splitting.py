@@ -33,9 +33,10 @@ def test_each_rule_drops_with_its_reason_and_the_rest_is_kept():
         row("elsewhere.png", split="validation", box=(0.0, 0.0, 50.0, 50.0)),
     ])  # fmt: skip
     result = filter_labels(table, SplitParams())
-    assert list(result.kept["path"]) == ["good.png", "good_no_box.png"]
+    # an image without a hand is kept, as a negative for the presence head
+    assert list(result.kept["path"]) == ["good.png", "good_no_box.png", "none.png"]
+    assert list(result.kept["has_hand"]) == [True, True, False]
     assert dict(zip(result.dropped["path"], result.dropped["reason"])) == {
-        "none.png": "no_hand",
         "two.png": "too_many_hands",
         "unsure.png": "low_handedness_score",
         "outside.png": "landmarks_outside_image",
@@ -44,14 +45,13 @@ def test_each_rule_drops_with_its_reason_and_the_rest_is_kept():
     assert all(result.dropped["detail"].str.len() > 0)
     metrics = split_metrics(result, skipped_before=3)
     assert (
-        metrics["kept"] == 2
-        and metrics["dropped"] == 5
+        metrics["kept"] == 3
+        and metrics["negatives"] == 1
+        and metrics["dropped"] == 4
         and metrics["skipped_unreadable_or_unlisted"] == 3
     )
-    assert metrics["train"] == {"kept": 1, "dropped": 4} and metrics["validation"] == {
-        "kept": 0,
-        "dropped": 1,
-    }
+    assert metrics["train"] == {"kept": 2, "negatives": 1, "dropped": 3}
+    assert metrics["validation"] == {"kept": 0, "negatives": 0, "dropped": 1}
     assert metrics["dropped_by_reason"]["box_disagreement"] == 1
 
 
@@ -68,3 +68,12 @@ def test_rules_follow_their_params():
     margin = pd.DataFrame([row("edge.png", xy=(0.5, 1.04), box=None)])
     assert len(filter_labels(margin, SplitParams(out_of_image_margin=0.05)).kept) == 1
     assert len(filter_labels(margin, SplitParams(out_of_image_margin=0.0)).kept) == 0
+
+
+def test_a_frame_without_a_teacher_hand_is_a_negative_even_with_a_source_box():
+    """OUHANDS and the renderer give a box for every hand; where the teacher missed the hand the
+    frame is still a presence negative (the student mimics the teacher), not a box drop."""
+    table = pd.DataFrame([row("missed.png", hands=0), row("no_box.png", hands=0, box=None)])
+    result = filter_labels(table, SplitParams())
+    assert list(result.kept["path"]) == ["missed.png", "no_box.png"]
+    assert not result.kept["has_hand"].any() and result.dropped.empty

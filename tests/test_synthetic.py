@@ -21,7 +21,11 @@ from pipeline.sources.synthetic import (
 
 TINY = SyntheticParams(num_images=24, width=320, height=240, seed=3, num_subjects=5)
 # 16 images: two chunks of the writer's pool, so with two workers each renders some.
-GOLDEN = SyntheticParams(num_images=16, width=160, height=120, num_subjects=2, seed=0)
+# The hand scales and no empty frames of the renderer before those became params.
+GOLDEN = SyntheticParams(
+    num_images=16, width=160, height=120, num_subjects=2, seed=0, hand_scale_min=0.35,
+    empty_fraction=0.0,
+)  # fmt: skip
 # The truth files of GOLDEN as the renderer wrote them before it became a package. Truth is
 # float64 geometry printed to 6 decimals, the same on every machine; the PNGs are not pinned,
 # since OpenCV's blur kernels may differ between CPUs.
@@ -33,7 +37,7 @@ GOLDEN_TRUTH_SHA256 = {
         "e3a49b309fe1cee66cdde705b84c6bc62b96bd831d4389b349f74f45b1708c4f"
     ),
 }
-NAME = re.compile(r"^(?P<gesture>[A-Z])-(?P<subject>s\d{2})-(?P<number>\d{4})\.png$")
+NAME = re.compile(r"^(?P<gesture>[A-Z]|none)-(?P<subject>s\d{2})-(?P<number>\d{4})\.png$")
 TRAIN = Path("OUHANDS_train/train/hand_data")
 TEST = Path("OUHANDS_test/test/hand_data")
 LISTS = Path("OUHANDS_train/data_split_for_intermediate_tests")
@@ -105,13 +109,20 @@ def test_layout_matches_ouhands(tiny_dataset):
     for split, names in (("train", training + validation), ("test", test_pngs)):
         match = [NAME.match(name) for name in names]
         assert all(match), [n for n, m in zip(names, match) if not m]
-        assert {m["gesture"] for m in match} <= set(GESTURE_CLASSES)
+        assert {m["gesture"] for m in match} <= {*GESTURE_CLASSES, "none"}
         subjects[split] = {m["subject"] for m in match}
     assert not subjects["train"] & subjects["test"], "test subjects must be other people"
 
+    empties = [n for n in train_pngs + test_pngs if n.startswith("none-")]
+    # frames without a hand: about synthetic.empty_fraction of them (24 images: 1 to 6)
+    assert 1 <= len(empties) <= 6
     for hand_dir, names in ((TRAIN, train_pngs), (TEST, test_pngs)):
         for name in names:
-            lines = (root / hand_dir / "bounding_box" / f"{name[:-4]}.txt").read_text().splitlines()
+            box_file = root / hand_dir / "bounding_box" / f"{name[:-4]}.txt"
+            if name.startswith("none-"):
+                assert not box_file.exists()
+                continue
+            lines = box_file.read_text().splitlines()
             assert lines[0] == "1"
             x, y, w, h = (int(v) for v in lines[1].split())
             assert 0 <= x and 0 <= y and w > 0 and h > 0
@@ -121,6 +132,9 @@ def test_layout_matches_ouhands(tiny_dataset):
         rows = [line.split(",") for line in truth[1:]]
         assert [row[0] for row in rows] == names, "one truth row per PNG, sorted by name"
         for row in rows:
+            if row[0].startswith("none-"):
+                assert row[1] == "" and all(v == "nan" for v in row[2:])
+                continue
             assert row[1] in ("Left", "Right")
             values = np.array(row[2:], dtype=float)
             assert len(values) == 2 * NUM_JOINTS and np.all((values >= 0) & (values <= 1))

@@ -32,6 +32,7 @@ TINY = TrainParams(
 # The project recipe (params.yaml) plus flip, EMA and warm-up, so that every random draw and
 # every piece of state takes part in the resume test.
 RECIPE = {
+    "input_layout": "squash",  # skeleton_split's whole frames
     "head": "integral",
     "loss": "l1",
     "distribution_weight": 1.0,
@@ -69,8 +70,9 @@ def test_head_decode_inverts_encode_on_exact_targets(head):
 @pytest.mark.parametrize("head", ("pooled_mlp", *SPATIAL_HEADS))
 def test_every_head_gives_the_codec_units_export_expects(head):
     model = build_model(ModelConfig(head=head, image_size=32)).eval()
-    out = model(torch.rand(3, 3, 32, 32))
+    out, presence = model(torch.rand(3, 3, 32, 32))
     assert out.shape == (3, 63) and torch.isfinite(out).all()
+    assert presence.shape == (3,) and ((presence > 0) & (presence < 1)).all()
     if head != "pooled_mlp":  # x, y are expectations over the frame
         xy = out.view(3, 21, 3)[..., :2]
         assert (xy > 0).all() and (xy < 1).all()
@@ -79,11 +81,13 @@ def test_every_head_gives_the_codec_units_export_expects(head):
 @pytest.mark.parametrize("head", SPATIAL_HEADS)
 def test_spatial_heads_export_to_onnx_with_a_dynamic_batch(head):
     pytest.importorskip("onnxruntime")
-    from pipeline.export import export_model
+    from pipeline.export import export_model, metadata_of
 
     config = ModelConfig(head=head, image_size=32)
-    exported = export_model(build_model(config), config, LandmarkCodec(), epoch=1)
-    assert exported.max_abs_diff <= 1e-4  # checked at batch sizes 1 and 3
+    record = {"model_config": config.to_dict(), "codec": LandmarkCodec().to_dict(), "epoch": 1,
+              "role": "landmarks", "crop_margin": 1.5}  # fmt: skip
+    exported = export_model(build_model(config), metadata_of(record))
+    assert exported.max_abs_diff <= 1e-4  # checked at batch sizes 1 and 3, both outputs
 
 
 @pytest.mark.parametrize(
@@ -138,12 +142,12 @@ def test_loss_goes_down_on_a_fixed_batch():
     params = dataclasses.replace(TINY, dropout=0.0)
     model = build_model(ModelConfig.for_training(params))
     codec = LandmarkCodec.fit(data.landmarks)
-    x, y = data.images.float() / 255, codec.encode(data.landmarks)
+    x, y = data.images.float() / 255, codec.encode(data.landmarks, data.frames())
     loss_fn = loss_for(params)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(25):
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(model(x)[0], y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -154,17 +158,21 @@ def test_loss_goes_down_on_a_fixed_batch():
 def test_codec_standardises_z_with_train_statistics_and_maps_back():
     landmarks = np.random.default_rng(0).normal(0.5, 0.1, (6, 21, 3))
     landmarks[..., 2] = landmarks[..., 2] * 0.05 - 0.02
-    codec = LandmarkCodec.fit(landmarks)
-    encoded = codec.encode(landmarks).view(6, 21, 3)
+    codec = LandmarkCodec.fit(landmarks, layout="squash")
+    identity = codec.frames(np.full(6, 640), np.full(6, 480))
+    encoded = codec.encode(landmarks, identity).view(6, 21, 3)
     assert (
         abs(encoded[..., 2].mean().item()) < 1e-5
         and abs(encoded[..., 2].std(unbiased=False).item() - 1) < 1e-4
     )
-    np.testing.assert_allclose(codec.decode(codec.encode(landmarks)), landmarks, atol=1e-6)
+    np.testing.assert_allclose(codec.decode(codec.encode(landmarks, identity), identity),
+                               landmarks, atol=1e-6)  # fmt: skip
     assert LandmarkCodec.from_dict(codec.to_dict()) == codec
     letterbox = LandmarkCodec.fit(landmarks, layout="letterbox")
     assert LandmarkCodec.from_dict(letterbox.to_dict()) == letterbox
-    assert LandmarkCodec.from_dict({"z_mean": 0.1, "z_std": 2.0}).layout == "squash"  # old files
+    # images without a hand (NaN rows) take no part in the statistics
+    with_empty = np.concatenate([landmarks, np.full((2, 21, 3), np.nan)])
+    assert LandmarkCodec.fit(with_empty, layout="squash") == codec
     for config in (ModelConfig(), ModelConfig(head="simcc", neck_channels=32, simcc_ratio=1.5)):
         assert ModelConfig.from_dict(config.to_dict()) == config
 
@@ -186,14 +194,40 @@ def test_letterbox_keeps_the_aspect_and_maps_back_to_original_pixels(tmp_path, w
     codec = LandmarkCodec(layout="letterbox")
     image = split.images[0, 0].numpy().astype(float)
     found = (np.argwhere(image == image.max()).mean(0)[::-1] + 0.5) / size
-    expected = codec.to_input(landmarks, [width], [height], size)[0, 0, :2]
+    frames = codec.frames([width], [height], size)
+    expected = codec.to_input(landmarks, frames)[0, 0, :2]
     assert np.abs(found - expected).max() * size < 1.0
     side = max(width, height) * size / max(width, height)
     assert side == size and (image[:, :2].max() == 0 or image[:2].max() == 0)  # padded bars
-    encoded = codec.encode(landmarks, [width], [height], size)
-    np.testing.assert_allclose(codec.decode(encoded, [width], [height], size), landmarks, atol=1e-6)
-    with pytest.raises(ValueError, match="width and height"):
-        codec.decode(encoded)
+    encoded = codec.encode(landmarks, frames)
+    np.testing.assert_allclose(codec.decode(encoded, frames), landmarks, atol=1e-6)
+
+
+def test_a_crop_maps_a_drawn_landmark_to_where_the_codec_says_and_back(tmp_path):
+    """The crop layout: a landmark drawn on a photo is found in the crop of a square around it
+    where the codec's frame puts it; the way back gives the photo's pixels."""
+    width, height = 160, 120
+    point = np.array([97.0, 41.0])
+    photo = np.zeros((height, width, 3), np.uint8)
+    photo[int(point[1]) - 1 : int(point[1]) + 2, int(point[0]) - 1 : int(point[0]) + 2] = 255
+    write_png(tmp_path / "photo.png", photo)
+    landmarks = np.zeros((1, 21, 3))
+    landmarks[0, :, :2] = (point + 0.5) / (width, height)
+    table = pd.DataFrame({"path": ["photo.png"], "width": [width], "height": [height]})
+    table[[f"{a}{j}" for j in range(21) for a in "xyz"]] = landmarks.reshape(1, -1)
+    square = np.array([[90.0, 50.0, 40.0]])  # centre (90, 50), side 40 px: the point inside
+    size = 64
+    split = load_split(table, tmp_path, size, layout="crop", squares=square)
+    image = split.images[0, 0].numpy().astype(float)
+    found = (np.argwhere(image == image.max()).mean(0)[::-1] + 0.5) / size
+    codec = LandmarkCodec(layout="crop")
+    expected = codec.to_input(landmarks, split.frames())[0, 0, :2]
+    np.testing.assert_allclose(expected, ((point + 0.5) - (70.0, 30.0)) / 40.0)
+    assert np.abs(found - expected).max() * size < 1.0
+    encoded = codec.encode(landmarks, split.frames())
+    np.testing.assert_allclose(codec.decode(encoded, split.frames()), landmarks, atol=1e-6)
+    with pytest.raises(ValueError, match="square"):
+        codec.frames([width], [height])
 
 
 @pytest.mark.parametrize("params", [TINY, BEST_TINY], ids=["seed", "recipe"])
@@ -208,8 +242,10 @@ def test_fit_writes_checkpoints_that_round_trip(tmp_path, params):
         last = load_checkpoint(tmp_path / LAST)
         assert any(not torch.equal(last["model"][k], last["train_model"][k]) for k in last["model"])
     model, codec, config = model_from_checkpoint(best)
-    predicted = predict(model, validation.images, codec, torch.device("cpu"))
-    assert predicted.shape == (4, 21, 3)
+    predicted, presence = predict(
+        model, validation.images, codec, torch.device("cpu"), validation.frames()
+    )
+    assert predicted.shape == (4, 21, 3) and presence.shape == (4,)
     assert validation_metrics(predicted, validation.landmarks, validation.width, validation.height)[
         "mpjpe_px"
     ] == pytest.approx(result.best_val["mpjpe_px"], rel=1e-5)
@@ -321,9 +357,21 @@ def test_a_finished_run_is_trained_again_and_resume_false_always_starts_afresh(t
     assert fresh.resumed_from_epoch == 0 and len(fresh.history) == TINY.epochs
 
 
+def test_a_last_checkpoint_of_another_version_is_trained_over(tmp_path):
+    train, validation = skeleton_split(10, seed=1), skeleton_split(4, seed=2)
+    fit(train, validation, TINY, tmp_path, log=lambda _: None)
+    old = {**load_checkpoint(tmp_path / LAST), "format": 1, "epoch": 1}
+    torch.save(old, tmp_path / LAST)
+    messages = []
+    result = fit(train, validation, TINY, tmp_path, log=messages.append)
+    assert any("cannot be resumed" in m and "format 1" in m for m in messages)
+    assert result.resumed_from_epoch == 0 and load_checkpoint(tmp_path / LAST)["epoch"] == 2
+
+
 def test_nan_loss_stops_naming_the_epoch(tmp_path):
     train, validation = skeleton_split(6, seed=1), skeleton_split(2, seed=2)
     train.landmarks[2, 5, 0] = np.nan
+    train.table["presence"] = True  # a hand, with a broken label: not a frame without one
     with pytest.raises(TrainingError, match=r"became nan at epoch 1"):
         fit(train, validation, TINY, tmp_path, log=lambda _: None)
     assert not (tmp_path / LAST).exists()
@@ -404,7 +452,9 @@ def test_imagenet_weights_offline_is_a_clear_error(monkeypatch, tmp_path):
         torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline
     )
     with pytest.raises(PretrainedWeightsError, match="train.pretrained=none"):
-        build_model(ModelConfig.for_training(dataclasses.replace(TINY, pretrained="imagenet")))
+        build_model(
+            ModelConfig.for_training(dataclasses.replace(TINY, pretrained="imagenet", width=1.0))
+        )
 
 
 def photo_table(folder, count: int, seed: int = 3) -> pd.DataFrame:
@@ -423,24 +473,30 @@ def photo_table(folder, count: int, seed: int = 3) -> pd.DataFrame:
 
 
 def test_letterbox_model_is_evaluated_in_original_pixels(tmp_path):
-    """The evaluate stage's path (load_eval_split + evaluate_split) with a letterbox model."""
-    from pipeline.evaluation import evaluate_split, load_eval_split
+    """The evaluate stage's path (run_student + evaluate_outputs) with a letterbox model gives
+    what the network predicts on the decoded split, in pixels of the original images."""
+    from pipeline.evaluation import evaluate_outputs, run_student
+    from pipeline.student import load_student
 
     table = photo_table(tmp_path, 10)
     table["split"] = ["train"] * 6 + ["validation"] * 2 + ["test"] * 2
     params = dataclasses.replace(TINY, epochs=1, input_layout="letterbox")
     splits = {
-        name: load_eval_split(table, name, tmp_path, 32, layout="letterbox")
+        name: load_split(table[table["split"] == name], tmp_path, 32, layout="letterbox")
         for name in ("train", "validation", "test")
     }
     fit(splits["train"], splits["validation"], params, tmp_path / "ckpt", log=lambda _: None)
-    model, codec, _ = model_from_checkpoint(load_checkpoint(tmp_path / "ckpt" / BEST))
-    assert codec.layout == "letterbox"
+    student = load_student(tmp_path / "ckpt" / BEST, "cpu")
+    assert student.landmarks.codec.layout == "letterbox"
     test = splits["test"]
-    result = evaluate_split(model, codec, test, torch.device("cpu"), 4)
-    predicted = predict(model, test.images, codec, torch.device("cpu"), 4, test.width, test.height)
+    outputs = run_student(student, table[table["split"] == "test"], tmp_path, 4)
+    result = evaluate_outputs(outputs, 0.5)
+    model, codec, _ = model_from_checkpoint(load_checkpoint(tmp_path / "ckpt" / BEST))
+    predicted, _ = predict(model, test.images, codec, torch.device("cpu"), test.frames(32), 4)
     expected = compare_landmarks(predicted, test.landmarks, test.width, test.height)
-    assert result.metrics["student_vs_teacher"]["mpjpe_px"] == expected["mpjpe_px"]
+    assert result.metrics["student_vs_teacher"]["mpjpe_px"] == pytest.approx(
+        expected["mpjpe_px"], rel=1e-9
+    )
 
 
 def test_over_budget_cache_reads_from_disk_and_trains_identically(tmp_path):
@@ -448,17 +504,17 @@ def test_over_budget_cache_reads_from_disk_and_trains_identically(tmp_path):
     it hold the same bytes, so training gives the same numbers as from memory."""
     table = photo_table(tmp_path, 12)
     size = 32
-    in_memory = load_split(table, tmp_path, size, budget_bytes=None)
-    on_disk = load_split(table, tmp_path, size, budget_bytes=12 * 3 * size * size - 1)
+    in_memory = load_split(table, tmp_path, size, "squash", budget_bytes=None)
+    on_disk = load_split(table, tmp_path, size, "squash", budget_bytes=12 * 3 * size * size - 1)
     assert not in_memory.on_disk and on_disk.on_disk
     assert torch.equal(on_disk.images[torch.tensor([5, 0, 11])], in_memory.images[[5, 0, 11]])
     assert torch.equal(on_disk.images[2:4], in_memory.images[2:4])
-    assert not load_split(table, tmp_path, size, budget_bytes=12 * 3 * size * size).on_disk
+    assert not load_split(table, tmp_path, size, "squash", 12 * 3 * size * size).on_disk
 
     params = dataclasses.replace(BEST_TINY, epochs=1, cache_budget_mib=0)
     results = []
     for split in (in_memory, on_disk):
-        validation = load_split(table.iloc[8:], tmp_path, size, budget_bytes=0)
+        validation = load_split(table.iloc[8:], tmp_path, size, "squash", budget_bytes=0)
         results.append(fit(split, validation, params, tmp_path / str(split.on_disk), log=print))
     assert results[0].history[0]["val"] == results[1].history[0]["val"]
     assert results[0].history[0]["train_loss"] == results[1].history[0]["train_loss"]

@@ -1,5 +1,6 @@
 """Tiny labelled data for training tests: hand skeletons drawn where their landmarks are, so a
-model has something real (if simple) to learn. The full renderer is tested in test_synthetic."""
+model has something real (if simple) to learn. The full renderer is tested in test_synthetic.
+``skeleton_split`` is whole frames (the squash layout); ``skeleton_photos`` are files to crop."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pipeline.schema import LANDMARK_COLUMNS
 
 # The seed's recipe (params.yaml has the project's): tests that check it bit for bit use it.
 SEED_RECIPE = {
+    "input_layout": "squash",
     "head": "pooled_mlp",
     "loss": "smooth_l1",
     "distribution_weight": 0.0,
@@ -68,6 +70,7 @@ def skeleton_split(
         width=np.full(count, float(width)),
         height=np.full(count, float(height)),
         table=table,
+        layout="squash",
     )
 
 

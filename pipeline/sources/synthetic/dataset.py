@@ -17,13 +17,14 @@ from pipeline.io import atomic_path
 from pipeline.keypoints import column_names
 from pipeline.params import SyntheticParams
 from pipeline.sources.synthetic.kinematics import GESTURE_CLASSES
-from pipeline.sources.synthetic.render import render_hand
+from pipeline.sources.synthetic.render import render_empty, render_hand
 from pipeline.sources.synthetic.subjects import SubjectStyle, make_subject_styles
 
 TRAIN_HAND_DIR = Path("OUHANDS_train/train/hand_data")
 TEST_HAND_DIR = Path("OUHANDS_test/test/hand_data")
 LISTS_DIR = Path("OUHANDS_train/data_split_for_intermediate_tests")
 TRUTH_FILE = "true_landmarks.csv"
+EMPTY_CLASS = "none"  # the class of the frames without a hand
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,15 @@ def _plan(params: SyntheticParams) -> tuple[list[SubjectStyle], list[_ImageJob],
         [order[:1], order[num_test : num_test + 1], order[1:num_test], order[num_test + 1 :]]
     )
     subjects = rng.permutation(order[np.arange(params.num_images) % params.num_subjects])
-    # Gestures cycle so every class is represented evenly.
+    # Gestures cycle so every class is represented evenly. Frames without a hand are drawn
+    # from a stream of their own, so the other frames stay what they were without them.
+    empty = np.random.default_rng([params.seed, 0xE417]).random(params.num_images)
     running: Counter = Counter()
     jobs = []
     for index, subject in enumerate(int(s) for s in subjects):
         gesture = GESTURE_CLASSES[index % len(GESTURE_CLASSES)]
+        if empty[index] < params.empty_fraction:
+            gesture = EMPTY_CLASS
         running[gesture, subject] += 1
         name = f"{gesture}-{styles[subject].name}-{running[gesture, subject]:04d}.png"
         is_test = subject in test_subjects
@@ -63,11 +68,17 @@ def _plan(params: SyntheticParams) -> tuple[list[SubjectStyle], list[_ImageJob],
     return styles, jobs, test_subjects
 
 
-def _write_image(task: tuple[_ImageJob, SubjectStyle, int, int, Path]) -> tuple[str, str, str]:
-    """Render one image, write its PNG and box file; return its truth row's fields."""
-    job, style, width, height, hand_dir = task
+def _write_image(task: tuple) -> tuple[str, str, str]:
+    """Render one image, write its PNG and box file; return its truth row's fields (NaN for a
+    frame without a hand, which has no box file)."""
+    job, style, width, height, hand_dir, hand_scale = task
     rng = np.random.default_rng([job.seed, job.index])
-    hand = render_hand(rng, job.gesture, style, width, height)
+    if job.gesture == EMPTY_CLASS:
+        bgr = cv2.cvtColor(render_empty(rng, width, height), cv2.COLOR_RGB2BGR)
+        if not cv2.imwrite(str(hand_dir / "colour" / job.file_name), bgr):
+            raise OSError(f"could not write {hand_dir / 'colour' / job.file_name}")
+        return job.file_name, "", ",".join(["nan"] * len(column_names("", "xy")))
+    hand = render_hand(rng, job.gesture, style, width, height, hand_scale)
     bgr = cv2.cvtColor(hand.image, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(str(hand_dir / "colour" / job.file_name), bgr):
         raise OSError(f"could not write {hand_dir / 'colour' / job.file_name}")
@@ -112,6 +123,7 @@ def write_synthetic_dataset(
                 params.width,
                 params.height,
                 test_dir if job.is_test else train_dir,
+                (params.hand_scale_min, params.hand_scale_max),
             )
             for job in jobs
         ]

@@ -49,7 +49,7 @@ class RenderedHand:
     hand_mask: np.ndarray  # (height, width) bool, True where the hand is drawn
 
 
-def _room_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+def room_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """An indoor scene: a lit wall, furniture and frames, a few objects, texture; float RGB 0..1."""
     base = rng.uniform(0.25, 0.85) * np.clip(rng.normal(1.0, 0.12, 3), 0.6, 1.4)
     ys = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
@@ -142,8 +142,10 @@ def render_hand(
     subject_style: SubjectStyle,
     width: int = 640,
     height: int = 480,
+    hand_scale: tuple[float, float] = (0.35, 0.62),
 ) -> RenderedHand:
-    """One photo of ``subject_style``'s hand showing ``gesture``, with the true joint positions."""
+    """One photo of ``subject_style``'s hand showing ``gesture``, with the true joint positions;
+    the hand's length is a fraction in ``hand_scale`` of the frame's height."""
     if gesture not in GESTURES:
         raise ValueError(f"unknown gesture {gesture!r}; expected one of {GESTURE_CLASSES}")
     style = subject_style
@@ -160,7 +162,7 @@ def render_hand(
     # the image's right while the palm faces the camera) it calls "Right" (checked on renders).
     handedness = "Left" if is_left else "Right"
     hand_length_cm = MCP_CM["middle"][1] + sum(PHALANX_CM["middle"]) * style.finger_length
-    px_per_cm = rng.uniform(0.35, 0.62) * height / hand_length_cm
+    px_per_cm = rng.uniform(*hand_scale) * height / hand_length_cm
     camera = _place_hand(rng, joints_cm, rotation, px_per_cm, width, height)
     scene = Scene(camera, width, height)
     back_of_hand = np.array([0.0, 0.0, -1.0])
@@ -245,8 +247,8 @@ def render_hand(
     # Soft edges: premultiplied colour and coverage blurred alike, then composited.
     alpha = cv2.GaussianBlur(covered, (0, 0), 0.6)[:, :, None]
     premultiplied = cv2.GaussianBlur(image * covered[:, :, None], (0, 0), 0.6)
-    photo = _room_background(rng, width, height) * (1 - alpha) + premultiplied
-    photo = _camera_effects(rng, photo)
+    photo = room_background(rng, width, height) * (1 - alpha) + premultiplied
+    photo = camera_effects(rng, photo)
 
     rows, cols = np.nonzero(hand_mask)
     x, y = int(cols.min()), int(rows.min())
@@ -258,6 +260,11 @@ def render_hand(
         box_xywh=box,
         hand_mask=hand_mask,
     )
+
+
+def render_empty(rng: np.random.Generator, width: int = 640, height: int = 480) -> np.ndarray:
+    """A photo of the room with no hand in it (uint8 RGB): the presence head's negatives."""
+    return camera_effects(rng, room_background(rng, width, height))
 
 
 def _shade(
@@ -361,7 +368,7 @@ def _shade(
     return image, hand_mask
 
 
-def _camera_effects(rng: np.random.Generator, photo: np.ndarray) -> np.ndarray:
+def camera_effects(rng: np.random.Generator, photo: np.ndarray) -> np.ndarray:
     """Exposure, white balance, a light falloff, lens blur and sensor noise; returns uint8 RGB."""
     height, width = photo.shape[:2]
     balance = np.clip(rng.normal(1.0, 0.06, 3), 0.85, 1.15)

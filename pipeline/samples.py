@@ -1,0 +1,139 @@
+"""What the student is trained and validated on: one sample per row, made from the split table.
+
+Every top-down network sees squares (the crop layout, ``pipeline.crops``):
+
+- ``hand`` samples, for the landmark model: the teacher's landmarks' square (the "oracle" crop)
+  of every image with a hand (presence 1), a square of the same size that misses the hand for a
+  ``miss_fraction`` of them (presence 0), and a random square of a hand's size in every image
+  where the teacher found no hand (presence 0);
+- ``frame`` samples, for a finder: the square that holds the whole frame (the image letterboxed),
+  presence = the teacher found a hand;
+- ``both``: the two together, for the cascade whose network is its own finder.
+
+The random squares are drawn from (seed, row), so a run's samples are the same every time. The
+whole-frame student (squash or letterbox layout) has one sample per image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.crops import SQUARE_COLUMNS, crop_square, frame_squares, miss_square, random_square
+from pipeline.data import SplitData, load_split
+from pipeline.keypoints import NUM_JOINTS, to_pixels
+from pipeline.params import TrainParams
+from pipeline.schema import LANDMARK_COLUMNS
+
+KINDS = ("hand", "frame", "both")
+SAMPLE_KIND = "sample"  # column: oracle | miss | empty | frame
+
+
+def has_hand(table: pd.DataFrame) -> np.ndarray:
+    """(N,) bool: the teacher found a hand in the row's image."""
+    return np.isfinite(table[LANDMARK_COLUMNS].to_numpy(np.float64)).all(axis=1)
+
+
+def landmarks_px(table: pd.DataFrame) -> np.ndarray:
+    values = table[LANDMARK_COLUMNS].to_numpy(np.float64).reshape(len(table), NUM_JOINTS, 3)
+    return to_pixels(values, table["width"].to_numpy(), table["height"].to_numpy())
+
+
+def oracle_squares(table: pd.DataFrame, margin: float) -> np.ndarray:
+    """(N, 3) the teacher's landmarks' squares (NaN where the teacher found no hand)."""
+    return crop_square(landmarks_px(table), margin)
+
+
+def _with_squares(table: pd.DataFrame, squares: np.ndarray, presence, kind) -> pd.DataFrame:
+    out = table.copy()
+    out[list(SQUARE_COLUMNS)] = squares
+    out["presence"] = np.broadcast_to(np.asarray(presence, bool), len(table))
+    out[SAMPLE_KIND] = kind
+    return out
+
+
+def hand_samples(
+    table: pd.DataFrame, margin: float, miss_fraction: float, seed: int
+) -> pd.DataFrame:
+    """Oracle crops of the hands, crops that miss them, and random crops of empty images."""
+    table = table.reset_index(drop=True)
+    found = has_hand(table)
+    squares = oracle_squares(table, margin)
+    typical = float(np.median(squares[found, 2])) if found.any() else np.nan
+    width, height = table["width"].to_numpy(np.float64), table["height"].to_numpy(np.float64)
+    points = landmarks_px(table)
+    parts = [_with_squares(table[found], squares[found], True, "oracle")]
+    empty, missing = [], []
+    for row in range(len(table)):
+        rng = np.random.default_rng([seed, 0xC209, row])
+        if not found[row]:
+            side = typical if np.isfinite(typical) else min(width[row], height[row]) / 2
+            empty.append((row, random_square(rng, width[row], height[row], side, None)))
+        elif rng.random() < miss_fraction:
+            missing.append((row, miss_square(rng, points[row], width[row], height[row], margin)))
+    for rows, kind in ((missing, "miss"), (empty, "empty")):
+        if rows:
+            index = [row for row, _ in rows]
+            selected = table.iloc[index]
+            parts.append(_with_squares(selected, np.stack([s for _, s in rows]), False, kind))
+    return pd.concat(parts, ignore_index=True)
+
+
+def frame_samples(table: pd.DataFrame) -> pd.DataFrame:
+    """Every whole frame, letterboxed into its square; presence = the teacher found a hand."""
+    table = table.reset_index(drop=True)
+    squares = frame_squares(table["width"].to_numpy(), table["height"].to_numpy())
+    return _with_squares(table, squares, has_hand(table), "frame")
+
+
+def samples_for(
+    table: pd.DataFrame, kind: str, margin: float, miss_fraction: float, seed: int
+) -> pd.DataFrame:
+    if kind not in KINDS:
+        raise ValueError(f"unknown sample kind {kind!r}; expected one of {KINDS}")
+    if kind == "frame":
+        return frame_samples(table)
+    hands = hand_samples(table, margin, miss_fraction, seed)
+    if kind == "hand":
+        return hands
+    return pd.concat([hands, frame_samples(table)], ignore_index=True)
+
+
+def split_samples(
+    table: pd.DataFrame, params: TrainParams, kind: str, miss_seed_offset: int = 0
+) -> pd.DataFrame:
+    """The samples of one split's rows: for the crop layout as ``samples_for`` makes them, for
+    the whole-frame layouts the rows themselves (presence: the teacher found a hand)."""
+    if params.input_layout != "crop":
+        rows = table.reset_index(drop=True).copy()
+        rows["presence"] = has_hand(rows)
+        return rows
+    seed = params.seed + miss_seed_offset
+    return samples_for(table, kind, params.crop_margin, params.miss_fraction, seed)
+
+
+def training_splits(
+    table: pd.DataFrame,
+    data_root: str | Path,
+    params: TrainParams,
+    kind: str = "hand",
+    budget_bytes: int | None = None,
+) -> tuple[SplitData, SplitData]:
+    """The decoded train and validation samples of the split table. Training crops are cut
+    ``train.crop_context`` wider (and cached at that much more resolution) so that the jitter
+    shows real pixels; validation crops are the model's own."""
+    size, layout = params.image_size, params.input_layout
+    train_rows = split_samples(table[table["split"] == "train"], params, kind)
+    validation_rows = split_samples(table[table["split"] == "validation"], params, kind, 1)
+    squares, cached = None, size
+    if layout == "crop":
+        squares = train_rows[list(SQUARE_COLUMNS)].to_numpy(np.float64)
+        squares[:, 2] *= params.crop_context
+        cached = round(size * params.crop_context)
+    train = load_split(train_rows, data_root, cached, layout, budget_bytes, squares)
+    if budget_bytes is not None and not train.on_disk:  # the budget is for both splits
+        budget_bytes = max(budget_bytes - train.images.numel(), 0)
+    validation = load_split(validation_rows, data_root, size, layout, budget_bytes)
+    return train, validation

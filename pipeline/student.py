@@ -1,0 +1,255 @@
+"""The student as its users see it: RGB images in, landmarks in pixels and presence out.
+
+- ``WholeFrameStudent``: one network on the whole frame (squash or letterbox), one pass.
+- ``TopDownStudent``: the teacher's way. A finder on the letterboxed frame says whether there is a
+  hand and where (its landmarks' square, ``pipeline.crops.crop_square`` with the landmark model's
+  margin); the landmark network then regresses the 21 landmarks on that crop. The finder is a
+  small network of its own, or the landmark network itself (a cascade with shared weights).
+  ``track`` follows a hand through video as MediaPipe does: frame t's crop comes from frame
+  t-1's landmarks, and the finder runs again only when the crop's presence drops.
+
+The student's presence is the finder's where the finder says "no hand" (below ``min_presence``;
+no crop is needed then), else the landmark network's on the crop. The evaluate stage, ``predict``
+and ``score`` all go through ``find`` and ``crop_pass`` here (the evaluate stage on its decoded
+splits, with the same squares and the same combination of presences).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from pipeline.checkpoint import CheckpointError
+from pipeline.codec import crop_frames
+from pipeline.crops import crop_image, crop_square, frame_squares
+from pipeline.inference import Network, load_networks_from
+from pipeline.keypoints import NUM_JOINTS, to_pixels
+
+DEFAULT_MIN_PRESENCE = 0.5
+
+
+@dataclass
+class Prediction:
+    """Per image: landmarks (N, joints, 3) with x, y in pixels of the image and z decoded;
+    presence (N,); the square the landmarks were read in (N, 3; NaN for a whole-frame student);
+    whether the frame was tracked from the previous one (video)."""
+
+    landmarks: np.ndarray
+    presence: np.ndarray
+    squares: np.ndarray
+    tracked: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+    def __len__(self) -> int:
+        return len(self.presence)
+
+
+def squares_from_landmarks(
+    landmarks: np.ndarray, width: np.ndarray, height: np.ndarray, margin: float
+) -> np.ndarray:
+    """(N, joints, >=2) table units → (N, 3) crop squares in pixels, as in training."""
+    return crop_square(to_pixels(landmarks, width, height), margin)
+
+
+def combine_presence(finder: np.ndarray, crop: np.ndarray, min_presence: float) -> np.ndarray:
+    """The student's presence: the finder's where it finds no hand, else the crop's."""
+    finder, crop = np.asarray(finder, np.float64), np.asarray(crop, np.float64)
+    return np.where(finder < min_presence, finder, crop)
+
+
+def _sizes(rgbs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    width = np.array([rgb.shape[1] for rgb in rgbs], dtype=np.float64)
+    height = np.array([rgb.shape[0] for rgb in rgbs], dtype=np.float64)
+    return width, height
+
+
+def _batch(pictures: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous()
+
+
+def _pixels(landmarks: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
+    out = np.array(landmarks, dtype=np.float64)
+    out[..., :2] = to_pixels(landmarks, width, height)
+    return out
+
+
+class Student:
+    """A trained student. Build with ``load_student``."""
+
+    landmarks: Network
+
+    def __init__(self, min_presence: float = DEFAULT_MIN_PRESENCE):
+        self.min_presence = min_presence
+        self._previous: np.ndarray | None = None  # tracking: last frame's landmarks, pixels
+
+    @property
+    def image_size(self) -> int:
+        return self.landmarks.image_size
+
+    @property
+    def epoch(self) -> int:
+        return self.landmarks.epoch
+
+    @property
+    def path(self) -> os.PathLike:
+        return self.landmarks.path
+
+    def predict_images(self, rgbs: Sequence[np.ndarray], batch_size: int = 32) -> Prediction:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget the tracked hand (the next ``track`` call starts from the finder)."""
+        self._previous = None
+
+    def track(self, rgb: np.ndarray) -> Prediction:
+        """One video frame; a whole-frame student has nothing to track from."""
+        return self.predict_images([rgb], 1)
+
+
+class WholeFrameStudent(Student):
+    def __init__(self, network: Network, min_presence: float = DEFAULT_MIN_PRESENCE):
+        super().__init__(min_presence)
+        self.landmarks = network
+
+    def predict_images(self, rgbs, batch_size=32):
+        if not len(rgbs):
+            return _empty()
+        size, codec = self.image_size, self.landmarks.codec
+        width, height = _sizes(rgbs)
+        batch = _batch([codec.input_image(rgb, size) for rgb in rgbs])
+        landmarks, presence = self.landmarks.predict(
+            batch, codec.frames(width, height, size), batch_size
+        )
+        squares = np.full((len(rgbs), 3), np.nan)
+        return Prediction(
+            _pixels(landmarks, width, height), presence, squares, np.zeros(len(rgbs), bool)
+        )
+
+
+class TopDownStudent(Student):
+    def __init__(
+        self,
+        landmarks: Network,
+        finder: Network,
+        min_presence: float = DEFAULT_MIN_PRESENCE,
+        refine: int = 0,
+    ):
+        """``refine``: in image mode, crop passes after the first, each on the square of the
+        previous one's landmarks (as tracking does from frame to frame): the finder only has to
+        be near the hand."""
+        super().__init__(min_presence)
+        self.landmarks, self.finder = landmarks, finder
+        self.margin = landmarks.crop_margin
+        self.refine = refine
+
+    @property
+    def cascade(self) -> bool:
+        return self.finder is self.landmarks
+
+    def find(self, rgbs: Sequence[np.ndarray], batch_size: int = 32):
+        """The finder pass: (N, 3) crop squares in pixels and (N,) the finder's presence."""
+        width, height = _sizes(rgbs)
+        frames = frame_squares(width, height)
+        size = self.finder.image_size
+        batch = _batch([crop_image(rgb, square, size) for rgb, square in zip(rgbs, frames)])
+        landmarks, presence = self.finder.predict(
+            batch, crop_frames(frames, width, height), batch_size
+        )
+        return squares_from_landmarks(landmarks, width, height, self.margin), presence
+
+    def crop_pass(self, rgbs: Sequence[np.ndarray], squares: np.ndarray, batch_size: int = 32):
+        """The landmark pass on given squares: (N, joints, 3) table units, (N,) presence."""
+        width, height = _sizes(rgbs)
+        size = self.image_size
+        batch = _batch([crop_image(rgb, square, size) for rgb, square in zip(rgbs, squares)])
+        return self.landmarks.predict(batch, crop_frames(squares, width, height), batch_size)
+
+    def predict_images(self, rgbs, batch_size=32):
+        """Both passes for every image (the crop pass also where the finder sees no hand, so
+        that its landmarks can be looked at; the presence says which to believe)."""
+        if not len(rgbs):
+            return _empty()
+        width, height = _sizes(rgbs)
+        squares, found = self.find(rgbs, batch_size)
+        landmarks, crop_presence = self.crop_pass(rgbs, squares, batch_size)
+        for _ in range(self.refine):
+            squares = squares_from_landmarks(landmarks, width, height, self.margin)
+            landmarks, crop_presence = self.crop_pass(rgbs, squares, batch_size)
+        presence = combine_presence(found, crop_presence, self.min_presence)
+        return Prediction(
+            _pixels(landmarks, width, height), presence, squares, np.zeros(len(rgbs), bool)
+        )
+
+    def track(self, rgb):
+        """Frame t's crop from frame t-1's landmarks; the finder only when the hand is lost."""
+        width, height = _sizes([rgb])
+        if self._previous is not None:
+            square = crop_square(self._previous[None, :, :2], self.margin)
+            landmarks, presence = self.crop_pass([rgb], square, 1)
+            if presence[0] >= self.min_presence:
+                pixels = _pixels(landmarks, width, height)
+                self._previous = pixels[0]
+                return Prediction(pixels, presence, square, np.ones(1, bool))
+        squares, found = self.find([rgb], 1)
+        if found[0] < self.min_presence:
+            self._previous = None
+            landmarks = np.full((1, NUM_JOINTS, 3), np.nan)
+            return Prediction(landmarks, found, squares, np.zeros(1, bool))
+        landmarks, crop_presence = self.crop_pass([rgb], squares, 1)
+        pixels = _pixels(landmarks, width, height)
+        self._previous = pixels[0] if crop_presence[0] >= self.min_presence else None
+        return Prediction(pixels, crop_presence, squares, np.zeros(1, bool))
+
+
+def _empty() -> Prediction:
+    return Prediction(
+        np.zeros((0, NUM_JOINTS, 3)), np.zeros(0), np.zeros((0, 3)), np.zeros(0, bool)
+    )
+
+
+def student_from(
+    networks: dict[str, Network], min_presence: float = DEFAULT_MIN_PRESENCE, source: str = ""
+) -> Student:
+    """The student these networks make (see ``pipeline.checkpoint.ROLES``)."""
+    landmarks = networks["landmarks"]
+    role = landmarks.role
+    if role == "whole_frame":
+        return WholeFrameStudent(landmarks, min_presence)
+    if role == "cascade":
+        return TopDownStudent(landmarks, landmarks, min_presence, landmarks.refine)
+    if role == "landmarks":
+        if "finder" not in networks:
+            raise CheckpointError(
+                f"{source or landmarks.path} is the crop model of a top-down student and holds "
+                "no finder: use the export stage's models/export/student.pt or student.onnx, or "
+                "pass --finder models/finder/best.pt"
+            )
+        return TopDownStudent(landmarks, networks["finder"], min_presence, landmarks.refine)
+    raise CheckpointError(f"{source or landmarks.path} is a {role} network, not a student")
+
+
+def load_student(
+    path: str | os.PathLike,
+    device: str = "auto",
+    finder: str | os.PathLike | None = None,
+    min_presence: float = DEFAULT_MIN_PRESENCE,
+    threads: int = 0,
+    refine: int | None = None,
+) -> Student:
+    """A student file (a training checkpoint, the export's bundle or ONNX file) as a Student;
+    ``finder``: a finder checkpoint or ONNX file for a landmark model that has none with it;
+    ``threads``: ONNX Runtime's (0: its default); ``refine``: crop passes after the first (None:
+    what the file records)."""
+    networks = load_networks_from(path, device, threads)
+    if finder is not None:
+        found = load_networks_from(finder, device, threads)["landmarks"]
+        if found.role != "finder":
+            raise CheckpointError(f"{finder} is a {found.role} network, not a finder")
+        networks["finder"] = found
+    student = student_from(networks, min_presence, str(path))
+    if refine is not None:
+        student.refine = refine
+    return student

@@ -1,0 +1,209 @@
+"""The top-down student on tiny data: training samples (oracle crops, crops that miss the hand,
+empty frames), both passes, presence, tracking through a video the test writes, the evaluate
+stage's end-to-end and oracle-crop numbers, and the ONNX export of both networks."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.checkpoint import BEST
+from pipeline.crops import crop_square, square_corners
+from pipeline.evaluation import evaluate_outputs, run_student
+from pipeline.export import export_student
+from pipeline.params import FinderParams, TrainParams, finder_params_for
+from pipeline.predict import predict_path
+from pipeline.samples import hand_samples, training_splits
+from pipeline.schema import LANDMARK_COLUMNS
+from pipeline.student import TopDownStudent, load_student, squares_from_landmarks
+from pipeline.training import fit
+from tests.conftest import noise_image, write_png
+from tests.tiny import skeleton_photos
+
+WIDTH, HEIGHT = 160, 120
+TRAIN = TrainParams(image_size=32, epochs=2, batch_size=8, device="cpu", threads=2)
+FINDER = FinderParams(image_size=32, epochs=2, batch_size=8)
+
+
+def photo_table(folder, count: int, empty: int, seed: int) -> tuple[pd.DataFrame, list]:
+    """Skeleton photos with their landmarks as the teacher's, and empty frames (no hand)."""
+    photos, points = skeleton_photos(count, seed=seed, width=WIDTH, height=HEIGHT)
+    images = list(photos) + [noise_image(100 + i, HEIGHT, WIDTH) // 3 for i in range(empty)]
+    rows = []
+    for i, rgb in enumerate(images):
+        write_png(folder / f"frame{seed}-{i:02d}.png", rgb)
+        rows.append({"path": f"frame{seed}-{i:02d}.png", "width": WIDTH, "height": HEIGHT,
+                     "class_name": "A" if i < count else "none", "num_hands": int(i < count),
+                     "handedness_score": 0.9 if i < count else np.nan})  # fmt: skip
+    table = pd.DataFrame(rows)
+    landmarks = np.full((len(images), 21, 3), np.nan)
+    landmarks[:count, :, :2] = points / (WIDTH, HEIGHT)
+    landmarks[:count, :, 2] = 0.0
+    table[LANDMARK_COLUMNS] = landmarks.reshape(len(images), -1)
+    table["has_hand"] = table["num_hands"] > 0
+    return table, images
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("top-down")
+    parts = []
+    for split, (count, empty, seed) in {
+        "train": (16, 4, 1), "validation": (4, 2, 2), "test": (6, 2, 3)
+    }.items():  # fmt: skip
+        table, _ = photo_table(root, count, empty, seed)
+        parts.append(table.assign(split=split))
+    table = pd.concat(parts, ignore_index=True)
+    finder_params = finder_params_for(FINDER, TRAIN)
+    frames = training_splits(table, root, finder_params, "frame")
+    fit(*frames, finder_params, root / "finder", log=lambda _: None, role="finder")
+    crops = training_splits(table, root, TRAIN, "hand")
+    fit(*crops, TRAIN, root / "student", log=lambda _: None)
+    return root, table
+
+
+@pytest.fixture(scope="module")
+def student(trained) -> TopDownStudent:
+    root, _ = trained
+    return load_student(root / "student" / BEST, "cpu", finder=root / "finder" / BEST)
+
+
+def test_training_samples_are_oracle_crops_misses_and_empty_frames(tmp_path):
+    table, _ = photo_table(tmp_path, 12, 3, seed=5)
+    samples = hand_samples(table, margin=1.5, miss_fraction=0.5, seed=0)
+    oracle = samples[samples["sample"] == "oracle"]
+    assert len(oracle) == 12 and oracle["presence"].all()
+    points = table[LANDMARK_COLUMNS].to_numpy().reshape(-1, 21, 3)[:12, :, :2] * (WIDTH, HEIGHT)
+    np.testing.assert_allclose(
+        oracle[["crop_x", "crop_y", "crop_side"]].to_numpy(), crop_square(points, 1.5)
+    )
+    empty = samples[samples["sample"] == "empty"]
+    assert len(empty) == 3 and not empty["presence"].any()
+    misses = samples[samples["sample"] == "miss"]
+    assert 1 <= len(misses) <= 11 and not misses["presence"].any()
+    for _, miss in misses.iterrows():  # a miss shows none of its hand
+        hand = points[int(miss["path"].split("-")[1][:2])]
+        x0, y0, x1, y1 = square_corners(miss[["crop_x", "crop_y", "crop_side"]].to_numpy(float))
+        inside = (hand[:, 0] > x0) & (hand[:, 0] < x1) & (hand[:, 1] > y0) & (hand[:, 1] < y1)
+        assert not inside.any()
+    again = hand_samples(table, margin=1.5, miss_fraction=0.5, seed=0)
+    pd.testing.assert_frame_equal(samples, again)  # the same every time
+
+
+def test_both_passes_find_the_hand_then_read_it_in_the_crop(trained, student):
+    root, table = trained
+    test = table[table["split"] == "test"].reset_index(drop=True)
+    rgbs = [cv2.cvtColor(cv2.imread(str(root / p)), cv2.COLOR_BGR2RGB) for p in test["path"]]
+    result = student.predict_images(rgbs, batch_size=3)
+    assert result.landmarks.shape == (len(test), 21, 3) and result.presence.shape == (len(test),)
+    # the crop is the finder's landmarks' square, and the landmarks are the crop pass on it
+    finder_squares, finder_presence = student.find(rgbs)
+    np.testing.assert_allclose(result.squares, finder_squares)
+    landmarks, crop_presence = student.crop_pass(rgbs, finder_squares)
+    np.testing.assert_allclose(result.landmarks[..., 0], landmarks[..., 0] * WIDTH, atol=1e-9)
+    expected = np.where(finder_presence < 0.5, finder_presence, crop_presence)
+    np.testing.assert_allclose(result.presence, expected)
+    assert ((result.presence >= 0) & (result.presence <= 1)).all()
+
+
+def test_evaluation_reports_end_to_end_oracle_crop_and_presence(trained, student):
+    root, table = trained
+    test = table[table["split"] == "test"]
+    outputs = run_student(student, test, root, 4)
+    evaluation = evaluate_outputs(outputs, 0.5)
+    metrics = evaluation.metrics
+    assert metrics["images"] == 8 and metrics["images_with_hand"] == 6
+    assert {"student_vs_teacher", "oracle_crop", "presence"} <= set(metrics)
+    for key in ("presence_recall", "presence_precision", "no_hand_agreement"):
+        assert key in metrics["presence"]
+    # the oracle crop is the teacher's landmarks' square, read by the same crop pass
+    hands = test[test["has_hand"]].reset_index(drop=True)
+    rgbs = [cv2.cvtColor(cv2.imread(str(root / p)), cv2.COLOR_BGR2RGB) for p in hands["path"]]
+    teacher = hands[LANDMARK_COLUMNS].to_numpy().reshape(-1, 21, 3)
+    squares = squares_from_landmarks(teacher, hands["width"], hands["height"], TRAIN.crop_margin)
+    oracle, _ = student.crop_pass(rgbs, squares)
+    np.testing.assert_allclose(outputs.oracle[test["has_hand"].to_numpy()], oracle)
+    assert "oracle_crop_vs_teacher" in evaluation.pck_curves.columns
+
+
+def _write_video(path, frames) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (WIDTH, HEIGHT))
+    assert writer.isOpened()
+    for rgb in frames:
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def test_video_is_tracked_from_frame_to_frame(trained, student, tmp_path):
+    """Exact properties whatever the (tiny) model's quality: a tracked frame's crop is the
+    previous frame's landmarks' square; an untracked one is the finder's; nothing present means
+    the finder every frame and no landmarks; everything present means tracking after frame 0."""
+    _, frames = photo_table(tmp_path / "frames", 5, 1, seed=9)
+    video = tmp_path / "clip.avi"
+    _write_video(video, frames)
+    decoded = [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in _read_all(video)]
+    for min_presence in (1e-9, 0.5, 1 - 1e-9):
+        student.min_presence = min_presence
+        table = predict_path(student, video, progress=False).table
+        assert list(table["frame"]) == list(range(len(decoded)))
+        assert not table["tracked"].iloc[0]
+        student.reset()
+        previous = None
+        for index, rgb in enumerate(decoded):
+            row = table.iloc[index]
+            square = row[["crop_x", "crop_y", "crop_side"]].to_numpy(float)
+            if row["tracked"]:
+                np.testing.assert_allclose(square, crop_square(previous[None], student.margin)[0])
+            else:
+                np.testing.assert_allclose(square, student.find([rgb])[0][0])
+            landmarks = row[LANDMARK_COLUMNS].to_numpy(float).reshape(21, 3)
+            previous = landmarks[:, :2] if np.isfinite(landmarks).all() else previous
+        if min_presence < 1e-6:
+            assert table["tracked"].iloc[1:].all()
+        if min_presence > 1 - 1e-6:
+            assert not table["tracked"].any() and table[LANDMARK_COLUMNS].isna().all().all()
+    student.min_presence = 0.5
+
+
+def _read_all(path):
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+def test_export_writes_both_networks_and_onnx_predicts_what_torch_does(trained, tmp_path):
+    root, table = trained
+    metrics = export_student(root / "student" / BEST, tmp_path / "export", root / "finder" / BEST)
+    assert set(metrics["networks"]) == {"landmarks", "finder"}
+    for network in metrics["networks"].values():
+        assert network["max_abs_diff"] < 1e-4
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
+        ".written-by-learned-hand-landmarks", "finder.onnx", "student.onnx", "student.pt",
+    ]  # fmt: skip
+    folder = tmp_path / "photos"
+    test = table[table["split"] == "test"]
+    for name in test["path"]:
+        write_png(folder / name, cv2.cvtColor(cv2.imread(str(root / name)), cv2.COLOR_BGR2RGB))
+    from_torch = predict_path(tmp_path / "export" / "student.pt", folder, device="cpu",
+                              progress=False)  # fmt: skip
+    from_onnx = predict_path(tmp_path / "export" / "student.onnx", folder, device="cpu",
+                             progress=False)  # fmt: skip
+    np.testing.assert_allclose(from_onnx.landmarks[..., :2] * WIDTH,
+                               from_torch.landmarks[..., :2] * WIDTH, atol=1e-2)  # fmt: skip
+    np.testing.assert_allclose(from_onnx.presence, from_torch.presence, atol=1e-4)
+    # a crop model alone is not a student: it says where its finder is
+    from pipeline.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="holds no finder"):
+        load_student(root / "student" / BEST, "cpu")
+    (tmp_path / "export" / "finder.onnx").write_bytes(b"another finder")
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_student(tmp_path / "export" / "student.onnx", "cpu")
