@@ -582,6 +582,7 @@ def fit(
             "epoch": epoch + 1,
             "train_loss": round(loss_sum / seen, 6),
             "val": val,
+            "images": int(seen),
             "seconds": round(seconds, 2),
             "images_per_second": round(seen / seconds, 2),
         }
