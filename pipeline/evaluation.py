@@ -131,6 +131,8 @@ def evaluate_outputs(outputs: StudentOutputs, min_presence: float) -> SplitEvalu
     curves["student_vs_teacher"] = pck_curve(
         joint_errors(student_px, teacher_px), hand_size(teacher_px)
     )
+    # the plot of the curves draws both: a whole-frame student has no oracle crop (empty)
+    curves["oracle_crop_vs_teacher"] = np.full(len(CURVE_THRESHOLDS), np.nan)
     if outputs.oracle is not None:
         oracle = outputs.oracle[found]
         metrics["oracle_crop"] = validation_metrics(oracle, teacher, width, height)
