@@ -115,10 +115,15 @@ def evaluate_outputs(outputs: StudentOutputs, min_presence: float) -> SplitEvalu
             **presence_agreement(outputs.presence, found, min_presence),
         },
     }
-    if set(TRUTH_COLUMNS) <= set(table.columns):
+    drawn = (
+        np.isfinite(table[TRUTH_COLUMNS].to_numpy(np.float64)).all(axis=1)
+        if set(TRUTH_COLUMNS) <= set(table.columns)
+        else np.zeros(len(table), bool)
+    )
+    if drawn.any():
         # Rendered data knows where a hand really is: the teacher's misses of a drawn hand are
         # negatives too (the student learns the teacher), but apart from the empty frames.
-        drawn = np.isfinite(table[TRUTH_COLUMNS].to_numpy(np.float64)).all(axis=1)
+        # Photos carry empty truth columns: nothing is known there, so nothing is reported.
         says_hand = outputs.presence >= min_presence
         empty = ~drawn
         missed = drawn & ~found

@@ -4,6 +4,8 @@ stage's end-to-end and oracle-crop numbers, and the ONNX export of both networks
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -16,7 +18,7 @@ from pipeline.export import export_student
 from pipeline.params import FinderParams, TrainParams, finder_params_for
 from pipeline.predict import predict_path
 from pipeline.samples import hand_samples, training_splits
-from pipeline.schema import LANDMARK_COLUMNS
+from pipeline.schema import LANDMARK_COLUMNS, TRUTH_COLUMNS
 from pipeline.student import TopDownStudent, load_student, squares_from_landmarks
 from pipeline.training import fit
 from tests.conftest import noise_image, write_png
@@ -126,6 +128,33 @@ def test_evaluation_reports_end_to_end_oracle_crop_and_presence(trained, student
     oracle, _ = student.crop_pass(rgbs, squares)
     np.testing.assert_allclose(outputs.oracle[test["has_hand"].to_numpy()], oracle)
     assert "oracle_crop_vs_teacher" in evaluation.pck_curves.columns
+
+
+def test_empty_frame_agreement_only_where_the_truth_says_what_is_drawn(trained, student):
+    """Rendered frames know which are empty; photos (truth columns empty) are not counted as
+    empty frames (they were, reading 0.05 on the digit photos, every one of which has a hand)."""
+    root, table = trained
+    test = table[table["split"] == "test"].reset_index(drop=True)
+    outputs = run_student(student, test, root, 4)
+
+    def with_truth(values: np.ndarray) -> pd.DataFrame:
+        truth_table = pd.DataFrame(values, columns=TRUTH_COLUMNS)
+        return pd.concat([test.drop(columns=TRUTH_COLUMNS, errors="ignore"), truth_table], axis=1)
+
+    photos = with_truth(np.full((len(test), len(TRUTH_COLUMNS)), np.nan))
+    photo_metrics = evaluate_outputs(replace(outputs, table=photos), 0.5).metrics["presence"]
+    assert "no_hand_agreement_empty_frames" not in photo_metrics
+    assert "teacher_missed_drawn_hands" not in photo_metrics
+    # rendered: the teacher's hands are drawn, and so is the first frame it found none in
+    truth = test[LANDMARK_COLUMNS].to_numpy().reshape(-1, 21, 3)[..., :2].reshape(len(test), -1)
+    missed_by_teacher = np.flatnonzero(~test["has_hand"].to_numpy())[0]
+    truth[missed_by_teacher] = 0.5
+    rendered = with_truth(truth)
+    rendered_metrics = evaluate_outputs(replace(outputs, table=rendered), 0.5).metrics["presence"]
+    empty = ~np.isfinite(truth).all(axis=1)
+    says_no_hand = outputs.presence[empty] < 0.5
+    assert rendered_metrics["teacher_missed_drawn_hands"] == 1
+    assert rendered_metrics["no_hand_agreement_empty_frames"] == pytest.approx(says_no_hand.mean())
 
 
 def _write_video(path, frames) -> None:
