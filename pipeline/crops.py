@@ -11,6 +11,8 @@ show no hand, the presence head's negatives.
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -45,33 +47,77 @@ def square_corners(squares: np.ndarray) -> np.ndarray:
     return np.concatenate([squares[..., :2] - half, squares[..., :2] + half], axis=-1)
 
 
-def crop_matrix(square: np.ndarray, size: int, scale_first: float = 1.0) -> np.ndarray:
-    """The 2x3 affine from pixel indices of an image (shrunk by ``scale_first``) to pixel indices
-    of the ``size`` x ``size`` crop of ``square`` (pixel i's centre at i + 0.5 in both frames)."""
+def crop_matrix(
+    square: np.ndarray,
+    size: int,
+    scale_first: float | tuple[float, float] = 1.0,
+    origin: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
+    """The 2x3 affine from pixel indices of an image to pixel indices of the ``size`` x ``size``
+    crop of ``square`` (pixel i's centre at i + 0.5 in both frames). The image may be a region
+    of the original whose top-left corner is at ``origin`` (pixels), shrunk by ``scale_first``
+    (one factor, or one per axis)."""
     cx, cy, side = (float(v) for v in square)
-    scale = size / side / scale_first
-    # crop u = (x + 0.5) / scale_first - (cx - side / 2), in crop pixels * size / side, - 0.5
-    offset_x = (0.5 / scale_first - (cx - side / 2)) * (size / side) - 0.5
-    offset_y = (0.5 / scale_first - (cy - side / 2)) * (size / side) - 0.5
-    return np.array([[scale, 0.0, offset_x], [0.0, scale, offset_y]])
+    first_x, first_y = np.broadcast_to(np.asarray(scale_first, np.float64), (2,))
+    k = size / side
+    # crop u = ((x + 0.5) / first + origin - (cx - side / 2)) * k - 0.5, and the same for v
+    offset_x = (0.5 / first_x + origin[0] - (cx - side / 2)) * k - 0.5
+    offset_y = (0.5 / first_y + origin[1] - (cy - side / 2)) * k - 0.5
+    return np.array([[k / first_x, 0.0, offset_x], [0.0, k / first_y, offset_y]])
+
+
+def _area_factor(shrink: float) -> int:
+    """The factor to area-average by before the bilinear warp: the power of two in
+    [1 / (2 * shrink), 1 / shrink], so that the warp then shrinks by at most 2x (no aliasing)
+    and every step is an exact halving, OpenCV's fast path (20x faster than a fractional box)."""
+    return 2 ** math.floor(math.log2(1 / shrink))
+
+
+def _grid_span(low: float, high: float, limit: int, factor: int) -> tuple[int, int, int]:
+    """The pixels [start, stop) of [low, high) on the image's grid of ``factor`` blocks (start a
+    multiple of factor, inside the image), and how many black pixels past the image's edge
+    complete the last block. The grid is the image's, not the crop's: neighbouring crops
+    average the same pixels together."""
+    start = int(np.clip(math.floor(low / factor) * factor, 0, limit))
+    blocks = max(1, math.ceil((min(high, limit) - start) / factor))
+    stop = start + blocks * factor
+    return start, min(stop, limit), max(0, stop - limit)
 
 
 def crop_image(rgb: np.ndarray, square: np.ndarray, size: int) -> np.ndarray:
     """The ``size`` x ``size`` picture of ``square`` (cx, cy, side in pixels) from an (H, W, 3)
     uint8 image; black where the square leaves the image. A crop that shrinks the image by more
-    than 2x is first shrunk with area averaging (no aliasing), then warped bilinearly."""
+    than 2x is first shrunk by a power of two with area averaging (no aliasing), then warped
+    bilinearly; only the part of the image under the square (and 2 px around it) is shrunk, so a
+    hand's crop costs the hand's pixels, not the frame's."""
     side = float(square[2])
     if not np.isfinite(np.asarray(square, dtype=np.float64)).all() or side <= 0:
         raise ValueError(f"not a crop square: {square}")
     shrink = size / side
-    source, first = rgb, 1.0
+    source, first, origin = rgb, 1.0, (0.0, 0.0)
     if shrink < 0.5:
-        first = 2 * shrink  # area-average to twice the crop's resolution, the rest bilinear
         height, width = rgb.shape[:2]
-        small = (max(1, round(width * first)), max(1, round(height * first)))
-        source = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA)
-        first = small[0] / width  # what the rounding made of it
-    matrix = crop_matrix(square, size, first)
+        cx, cy = float(square[0]), float(square[1])
+        if not (
+            cx + side / 2 > 0
+            and cy + side / 2 > 0
+            and cx - side / 2 < width
+            and cy - side / 2 < height
+        ):  # the square lies wholly outside the image
+            return np.zeros((size, size, rgb.shape[2]), rgb.dtype)
+        factor = _area_factor(shrink)
+        # the square and 2 px around it (the bilinear warp's reach), on the factor's grid
+        x0, x1, pad_x = _grid_span(cx - side / 2 - 2, cx + side / 2 + 2, width, factor)
+        y0, y1, pad_y = _grid_span(cy - side / 2 - 2, cy + side / 2 + 2, height, factor)
+        region = rgb[y0:y1, x0:x1]
+        if pad_x or pad_y:  # black beyond the image's edge, as the warp puts outside it
+            region = cv2.copyMakeBorder(region, 0, pad_y, 0, pad_x, cv2.BORDER_CONSTANT)
+        source = region
+        for _ in range(factor.bit_length() - 1):  # halvings: a box mean of factor x factor
+            half = (source.shape[1] // 2, source.shape[0] // 2)
+            source = cv2.resize(source, half, interpolation=cv2.INTER_AREA)
+        first, origin = 1.0 / factor, (float(x0), float(y0))
+    matrix = crop_matrix(square, size, first, origin)
     return cv2.warpAffine(
         source, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
     )

@@ -67,7 +67,9 @@ def _sizes(rgbs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _batch(pictures: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous()
+    # numpy's copy, not torch's .contiguous(): at batch 1 torch's took 3.5 ms of thread
+    # hand-off beside ONNX Runtime's threads, as long as the network itself
+    return torch.from_numpy(np.ascontiguousarray(np.stack(pictures).transpose(0, 3, 1, 2)))
 
 
 def _pixels(landmarks: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
