@@ -18,6 +18,7 @@ The ONNX contract (``export`` writes it, ``load_model`` reads it):
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ import numpy as np
 import onnxruntime
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pipeline.batching import batches
 from pipeline.checkpoint import (
@@ -169,10 +171,26 @@ class Network:
         return self.codec.decode(encoded, frames), presence
 
 
+def fold_batch_norm(module: nn.Module) -> nn.Module:
+    """An inference copy of ``module`` in eval mode with every BatchNorm that follows a
+    convolution in a Sequential folded into that convolution's weights, as ONNX Runtime does
+    when it loads the export: half the eager ops (at batch 1 on a CPU the per-op overhead is
+    most of the time), the same outputs up to float rounding."""
+    folded = copy.deepcopy(module).eval()
+    for sequential in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
+        names = list(sequential._modules)
+        for first, second in zip(names, names[1:]):
+            conv, norm = sequential._modules[first], sequential._modules[second]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                sequential._modules[first] = fuse_conv_bn_eval(conv, norm)
+                sequential._modules[second] = nn.Identity()
+    return folded
+
+
 class TorchNetwork(Network):
     def __init__(self, path, config, codec, epoch, role, crop_margin, module, device, refine=0):
         super().__init__(path, config, codec, epoch, role, crop_margin, refine)
-        module = module.to(device).eval()
+        module = fold_batch_norm(module).to(device)
         if channels_last(device):
             module = module.to(memory_format=torch.channels_last)
         self.module, self.device = module, device

@@ -114,3 +114,34 @@ def test_stage_writes_model_and_metrics(checkpoint, tmp_path, monkeypatch):
     network = metrics["networks"]["landmarks"]
     assert network["max_abs_diff"] < 1e-4 and network["checkpoint_epoch"] == 1
     assert read_metadata(tmp_path / EXPORT_DIR / "student.onnx")["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    "config",
+    [ModelConfig(image_size=64, width=0.5), ModelConfig(head="simcc", image_size=48)],
+    ids=["integral", "simcc"],
+)
+def test_batch_norm_folded_for_inference_gives_the_same_outputs(config):
+    """The torch inference path folds every BatchNorm into its convolution (as ONNX Runtime
+    does): none is left, the outputs agree to float rounding, the trained module is untouched."""
+    from pipeline.inference import fold_batch_norm
+    from pipeline.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(config)
+    # trained-looking statistics, so that folding has something to fold
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    folded = fold_batch_norm(model)
+    norms = [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not norms and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    x = torch.rand(3, 3, config.image_size, config.image_size)
+    with torch.no_grad():
+        for plain, fused in zip(model(x), folded(x)):
+            scale = float(plain.abs().max())
+            assert float((plain - fused).abs().max()) <= 1e-5 * max(scale, 1.0)
