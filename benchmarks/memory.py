@@ -91,6 +91,7 @@ def train_step(images: Path, table_path: Path, mode: str, image_size: int, epoch
 
     table = pd.read_parquet(table_path)
     params = TrainParams(
+        pretrained="none",  # random initial weights: they do not change the memory
         image_size=image_size,
         epochs=epochs,
         batch_size=32,

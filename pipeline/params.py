@@ -264,9 +264,9 @@ class SplitParams:
 @dataclass(frozen=True)
 class TrainParams:
     """The defaults are params.yaml's (a test keeps the two equal); the seed's recipe is a
-    ``dvc exp run -S ...`` line in the README."""
+    ``dvc exp run -S ...`` line in docs/student.md."""
 
-    pretrained: str = "none"  # none | imagenet | synthetic (the pretrain stage's weights)
+    pretrained: str = "synthetic"  # none | imagenet | synthetic (the pretrain stage's weights)
     image_size: int = 80
     # crop: top-down, a square around the hand (found by the finder at inference); squash |
     # letterbox: the whole frame (the seed's student)
@@ -306,7 +306,7 @@ class TrainParams:
     device: str = "auto"  # auto | cuda | mps | cpu
     seed: int = 0
     threads: int = 0  # CPU threads for torch; 0: torch's default
-    compile: bool = False  # torch.compile the training step (measured slower on an H200: README)
+    compile: bool = False  # torch.compile the training step (slower on an H200: docs/scaling.md)
     # Decoded images (N x 3 x S x S bytes) held in memory up to this, per machine (its DDP
     # processes share one copy); above it they are read per batch from a temporary file.
     # Same results either way.
@@ -428,7 +428,7 @@ class PretrainParams:
     section's; this section sets the data and the schedule. ``num_images: 0`` switches the stage
     off (it then writes a marker that train.pretrained=synthetic refuses)."""
 
-    num_images: int = 0
+    num_images: int = 2000
     validation_images: int = 100
     width: int = 320  # rendered at this size, then resized to train.image_size
     height: int = 240

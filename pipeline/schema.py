@@ -1,6 +1,6 @@
 """The label table's columns: landmarks, world landmarks, the source's box and the truth.
 
-One row per image (see the README, "What each stage writes"); every module that reads or writes
+One row per image (see docs/data.md, "What each stage writes"); every module that reads or writes
 the table takes the column names from here.
 """
 

@@ -27,7 +27,7 @@ from tests.tiny import skeleton_split
 
 GLOBAL_BATCH = 8
 PARAMS = dict(
-    input_layout="squash",
+    pretrained="none", input_layout="squash",
     image_size=32, batch_size=GLOBAL_BATCH, device="cpu", threads=1, dropout=0.0,
     color_jitter=0.0, grayscale_p=0.0, rotate_deg=0.0, scale_min=1.0, scale_max=1.0,
     translate=0.0, flip_p=0.0, ema_decay=0.0, epochs=1, warmup_epochs=0.0,

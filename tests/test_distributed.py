@@ -34,6 +34,7 @@ from tests.tiny import skeleton_photos
 
 TRAIN_IMAGES, VALIDATION_IMAGES = 64, 16
 TRAIN = {
+    "pretrained": "none",
     "input_layout": "squash",  # the whole frame: the DDP machinery is the same for crops
     "image_size": 64,
     "epochs": 10,

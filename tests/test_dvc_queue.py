@@ -1,4 +1,4 @@
-"""A grid of experiments through DVC's queue, as a team runs it (README, "Scaling").
+"""A grid of experiments through DVC's queue, as a team runs it (docs/scaling.md).
 
 In a throw-away repo: `dvc repro` once and commit, queue two experiments with `dvc exp run
 --queue -S ...`, run them with `dvc queue start --jobs 1`, and find both in `dvc exp show --json`

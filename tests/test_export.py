@@ -18,7 +18,13 @@ from pipeline.training import fit
 from tests.tiny import skeleton_split
 
 TINY = TrainParams(
-    input_layout="squash", image_size=32, epochs=1, batch_size=4, device="cpu", threads=2
+    pretrained="none",
+    input_layout="squash",
+    image_size=32,
+    epochs=1,
+    batch_size=4,
+    device="cpu",
+    threads=2,
 )
 
 

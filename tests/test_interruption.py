@@ -20,7 +20,8 @@ PARAMS = {
     "synthetic": {"num_images": 240, "num_subjects": 4},
     "landmarks": {"workers": 2},
     "finder": {"image_size": 32, "epochs": 1, "batch_size": 8},
-    "train": {"image_size": 64, "epochs": 4, "batch_size": 8, "threads": 2},
+    "pretrain": {"num_images": 0},
+    "train": {"pretrained": "none", "image_size": 64, "epochs": 4, "batch_size": 8, "threads": 2},
     "evaluate": {"grid_images": 2},
 }
 TIMING_KEYS = {"images_per_second", "seconds"}

@@ -16,6 +16,16 @@ from tests.dvc_repo import commit, make_repo, run
 TINY_PARAMS = {
     "synthetic": {"num_images": 24, "width": 320, "height": 240, "num_subjects": 4},
     "landmarks": {"workers": 2},
+    "pretrain": {
+        "num_images": 8,
+        "validation_images": 4,
+        "width": 96,
+        "height": 72,
+        "num_subjects": 3,
+        "epochs": 1,
+        "batch_size": 4,
+        "workers": 1,
+    },
     "finder": {"image_size": 32, "epochs": 2, "batch_size": 4},
     "train": {"image_size": 32, "epochs": 2, "batch_size": 4, "threads": 2},
     "evaluate": {"grid_images": 4},

@@ -44,7 +44,13 @@ def checkpoint(tmp_path_factory):
     # a whole-frame student: the input/output behaviour of predict and score (the top-down
     # student's two passes and tracking are tests/test_top_down.py's)
     params = TrainParams(
-        input_layout="squash", image_size=32, epochs=1, batch_size=4, device="cpu", threads=2
+        pretrained="none",
+        input_layout="squash",
+        image_size=32,
+        epochs=1,
+        batch_size=4,
+        device="cpu",
+        threads=2,
     )
     fit(skeleton_split(8, seed=1), skeleton_split(4, seed=2), params, directory, log=lambda _: None)
     return directory / BEST

@@ -21,7 +21,14 @@ from pipeline.pretraining import DISABLED_MARKER, pretrain, render_split
 from pipeline.training import fit
 
 TRAIN = TrainParams(
-    image_size=32, epochs=1, batch_size=4, device="cpu", threads=2, head="integral", loss="l1"
+    pretrained="none",
+    image_size=32,
+    epochs=1,
+    batch_size=4,
+    device="cpu",
+    threads=2,
+    head="integral",
+    loss="l1",
 )
 PRETRAIN = PretrainParams(
     num_images=6, validation_images=2, width=96, height=72, num_subjects=3, epochs=1, batch_size=4,

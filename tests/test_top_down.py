@@ -25,7 +25,9 @@ from tests.conftest import noise_image, write_png
 from tests.tiny import skeleton_photos
 
 WIDTH, HEIGHT = 160, 120
-TRAIN = TrainParams(image_size=32, epochs=2, batch_size=8, device="cpu", threads=2)
+TRAIN = TrainParams(
+    pretrained="none", image_size=32, epochs=2, batch_size=8, device="cpu", threads=2
+)
 FINDER = FinderParams(image_size=32, epochs=2, batch_size=8)
 
 

@@ -32,6 +32,7 @@ TINY = TrainParams(
 # The project recipe (params.yaml) plus flip, EMA and warm-up, so that every random draw and
 # every piece of state takes part in the resume test.
 RECIPE = {
+    "pretrained": "none",  # fit on its own: no pretrain stage's weights
     "input_layout": "squash",  # skeleton_split's whole frames
     "head": "integral",
     "loss": "l1",
@@ -494,8 +495,10 @@ def test_letterbox_model_is_evaluated_in_original_pixels(tmp_path):
     model, codec, _ = model_from_checkpoint(load_checkpoint(tmp_path / "ckpt" / BEST))
     predicted, _ = predict(model, test.images, codec, torch.device("cpu"), test.frames(32), 4)
     expected = compare_landmarks(predicted, test.landmarks, test.width, test.height)
+    # the evaluate path runs the network with BatchNorm folded into its convolutions (float
+    # rounding: ~1e-6 of the outputs) and rounds metrics to 6 decimals
     assert result.metrics["student_vs_teacher"]["mpjpe_px"] == pytest.approx(
-        expected["mpjpe_px"], rel=1e-9
+        expected["mpjpe_px"], abs=1e-4
     )
 
 

@@ -16,6 +16,7 @@ from pipeline.schema import LANDMARK_COLUMNS
 
 # The seed's recipe (params.yaml has the project's): tests that check it bit for bit use it.
 SEED_RECIPE = {
+    "pretrained": "none",
     "input_layout": "squash",
     "head": "pooled_mlp",
     "loss": "smooth_l1",
