@@ -54,10 +54,19 @@ def squares_from_landmarks(
     return crop_square(to_pixels(landmarks, width, height), margin)
 
 
-def combine_presence(finder: np.ndarray, crop: np.ndarray, min_presence: float) -> np.ndarray:
-    """The student's presence: the finder's where it finds no hand, else the crop's."""
+# The finder overrules the crop pass only where it is sure there is no hand. The crop pass sees
+# the hand at several times the finder's resolution: given the last word from a finder presence
+# of 0.1 up (not 0.5), it found 97 % of the teacher's hands in validation frames of small hands
+# pasted into scenes instead of 83 %, and 97.9 % instead of 97.2 % on the synthetic frames,
+# with every empty frame still "no hand" on both (docs/student.md).
+FINDER_VETO = 0.1
+
+
+def combine_presence(finder: np.ndarray, crop: np.ndarray) -> np.ndarray:
+    """The student's presence: the finder's where it is sure there is no hand (below
+    ``FINDER_VETO``), else the crop pass's."""
     finder, crop = np.asarray(finder, np.float64), np.asarray(crop, np.float64)
-    return np.where(finder < min_presence, finder, crop)
+    return np.where(finder < FINDER_VETO, finder, crop)
 
 
 def _sizes(rgbs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +189,7 @@ class TopDownStudent(Student):
         for _ in range(self.refine):
             squares = squares_from_landmarks(landmarks, width, height, self.margin)
             landmarks, crop_presence = self.crop_pass(rgbs, squares, batch_size)
-        presence = combine_presence(found, crop_presence, self.min_presence)
+        presence = combine_presence(found, crop_presence)
         return Prediction(
             _pixels(landmarks, width, height), presence, squares, np.zeros(len(rgbs), bool)
         )
@@ -196,7 +205,7 @@ class TopDownStudent(Student):
                 self._previous = pixels[0]
                 return Prediction(pixels, presence, square, np.ones(1, bool))
         squares, found = self.find([rgb], 1)
-        if found[0] < self.min_presence:
+        if found[0] < FINDER_VETO:
             self._previous = None
             landmarks = np.full((1, NUM_JOINTS, 3), np.nan)
             return Prediction(landmarks, found, squares, np.zeros(1, bool))

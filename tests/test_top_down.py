@@ -19,7 +19,12 @@ from pipeline.params import FinderParams, TrainParams, finder_params_for
 from pipeline.predict import predict_path
 from pipeline.samples import hand_samples, training_splits
 from pipeline.schema import LANDMARK_COLUMNS, TRUTH_COLUMNS
-from pipeline.student import TopDownStudent, load_student, squares_from_landmarks
+from pipeline.student import (
+    FINDER_VETO,
+    TopDownStudent,
+    load_student,
+    squares_from_landmarks,
+)
 from pipeline.training import fit
 from tests.conftest import noise_image, write_png
 from tests.tiny import skeleton_photos
@@ -107,7 +112,8 @@ def test_both_passes_find_the_hand_then_read_it_in_the_crop(trained, student):
     np.testing.assert_allclose(result.squares, finder_squares)
     landmarks, crop_presence = student.crop_pass(rgbs, finder_squares)
     np.testing.assert_allclose(result.landmarks[..., 0], landmarks[..., 0] * WIDTH, atol=1e-9)
-    expected = np.where(finder_presence < 0.5, finder_presence, crop_presence)
+    # the finder overrules the crop pass only where it is sure there is no hand
+    expected = np.where(finder_presence < FINDER_VETO, finder_presence, crop_presence)
     np.testing.assert_allclose(result.presence, expected)
     assert ((result.presence >= 0) & (result.presence <= 1)).all()
 
