@@ -15,17 +15,9 @@ from pipeline.inference import onnx_session as session
 from pipeline.model import ModelConfig
 from pipeline.params import TrainParams
 from pipeline.training import fit
-from tests.tiny import skeleton_split
+from tests.tiny import TINY_WHOLE_FRAME, skeleton_split
 
-TINY = TrainParams(
-    pretrained="none",
-    input_layout="squash",
-    image_size=32,
-    epochs=1,
-    batch_size=4,
-    device="cpu",
-    threads=2,
-)
+TINY = TrainParams(**TINY_WHOLE_FRAME)
 
 
 @pytest.fixture(scope="module")

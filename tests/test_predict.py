@@ -30,7 +30,7 @@ from pipeline.scoring import (
 from pipeline.student import load_student
 from pipeline.training import fit
 from tests.conftest import noise_image, write_png
-from tests.tiny import TEMPLATE, skeleton_photos, skeleton_split
+from tests.tiny import TEMPLATE, TINY_WHOLE_FRAME, skeleton_photos, skeleton_split
 
 COLUMNS = ["path", "width", "height", "presence", "crop_x", "crop_y", "crop_side",
            *column_names("")]  # fmt: skip
@@ -43,15 +43,7 @@ def checkpoint(tmp_path_factory):
     directory = tmp_path_factory.mktemp("student")
     # a whole-frame student: the input/output behaviour of predict and score (the top-down
     # student's two passes and tracking are tests/test_top_down.py's)
-    params = TrainParams(
-        pretrained="none",
-        input_layout="squash",
-        image_size=32,
-        epochs=1,
-        batch_size=4,
-        device="cpu",
-        threads=2,
-    )
+    params = TrainParams(**TINY_WHOLE_FRAME)
     fit(skeleton_split(8, seed=1), skeleton_split(4, seed=2), params, directory, log=lambda _: None)
     return directory / BEST
 

@@ -14,6 +14,18 @@ from pipeline.keypoints import NUM_JOINTS
 from pipeline.plots import draw_skeleton
 from pipeline.schema import LANDMARK_COLUMNS
 
+# A whole-frame student trained in a second on skeleton_split, for tests of what is done with
+# a trained model (export, predict, score) rather than of training itself.
+TINY_WHOLE_FRAME = {
+    "pretrained": "none",
+    "input_layout": "squash",
+    "image_size": 32,
+    "epochs": 1,
+    "batch_size": 4,
+    "device": "cpu",
+    "threads": 2,
+}
+
 # The seed's recipe (params.yaml has the project's): tests that check it bit for bit use it.
 SEED_RECIPE = {
     "pretrained": "none",
