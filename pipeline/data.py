@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from pipeline.crops import SQUARE_COLUMNS
 from pipeline.images import read_image
 from pipeline.keypoints import NUM_JOINTS
 from pipeline.machine import available_cores
-from pipeline.schema import LANDMARK_COLUMNS, TRUTH_COLUMNS
+from pipeline.schema import LANDMARK_COLUMNS, TRUTH_COLUMNS, image_paths
 
 
 class DiskImages:
@@ -215,6 +216,9 @@ class SplitData:
     table: pd.DataFrame
     layout: str = "crop"  # how the images were made from the originals (see pipeline.codec)
     squares: np.ndarray | None = None  # (N, 3) crop layout: the square each image shows, px
+    # (N,) how often each sample is drawn in training relative to the others (None: all alike,
+    # each once per epoch); from train.source_weights
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.table)
@@ -247,7 +251,7 @@ class SplitData:
 
 def load_split(
     table: pd.DataFrame,
-    data_root: str | Path,
+    data_root: str | Path | Mapping[str, str | Path],
     image_size: int,
     layout: str = "crop",
     budget_bytes: int | None = None,
@@ -282,7 +286,7 @@ def load_split(
         images = DiskImages(count, image_size)
     else:
         images = torch.empty((count, 3, image_size, image_size), dtype=torch.uint8)
-    paths = [Path(data_root) / relative for relative in table["path"]]
+    paths = image_paths(table, data_root)
 
     def decode(position: int) -> np.ndarray:
         square = None if squares is None else squares[position]

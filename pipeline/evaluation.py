@@ -9,6 +9,7 @@ teacher's verdict over all images, those without a hand included.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from pipeline.metrics import (
 )
 from pipeline.plots import grid, overlay_tile
 from pipeline.samples import has_hand, oracle_squares
-from pipeline.schema import LANDMARK_COLUMNS, TRUTH_COLUMNS
+from pipeline.schema import DATASET, LANDMARK_COLUMNS, TRUTH_COLUMNS, image_paths
 from pipeline.student import Student, TopDownStudent
 
 
@@ -55,12 +56,16 @@ class SplitEvaluation:
 
 
 def run_student(
-    student: Student, table: pd.DataFrame, data_root: str | Path, batch_size: int
+    student: Student,
+    table: pd.DataFrame,
+    data_root: str | Path | Mapping[str, str | Path],
+    batch_size: int,
 ) -> StudentOutputs:
     """The student on every image of ``table``, ``batch_size`` images at a time (decoded in
-    threads), end to end and, for a top-down student, on the teacher's crops."""
+    threads), end to end and, for a top-down student, on the teacher's crops. ``data_root``:
+    one folder, or each data set's by name (``DataParams.roots``)."""
     table = table.reset_index(drop=True)
-    paths = [Path(data_root) / p for p in table["path"]]
+    paths = image_paths(table, data_root)
     width, height = table["width"].to_numpy(np.float64), table["height"].to_numpy(np.float64)
     found = has_hand(table)
     top_down = isinstance(student, TopDownStudent)
@@ -177,7 +182,32 @@ def evaluate_outputs(outputs: StudentOutputs, min_presence: float) -> SplitEvalu
     )
 
 
-def overlay_grid(outputs: StudentOutputs, data_root: str | Path, count: int) -> np.ndarray:
+def per_dataset(outputs: StudentOutputs, min_presence: float) -> dict[str, dict]:
+    """``evaluate_outputs``'s metrics for each data set of the split apart (empty with one data
+    set); a data set whose split holds no teacher hand reports its image counts only."""
+    table = outputs.table
+    if DATASET not in table.columns or table[DATASET].nunique() < 2:
+        return {}
+    results = {}
+    for name in dict.fromkeys(table[DATASET]):
+        mine = (table[DATASET] == name).to_numpy()
+        part = StudentOutputs(
+            table[mine].reset_index(drop=True),
+            outputs.landmarks[mine],
+            outputs.presence[mine],
+            outputs.squares[mine],
+            None if outputs.oracle is None else outputs.oracle[mine],
+        )
+        if not has_hand(part.table).any():
+            results[name] = {"images": int(mine.sum()), "images_with_hand": 0}
+            continue
+        results[name] = evaluate_outputs(part, min_presence).metrics
+    return results
+
+
+def overlay_grid(
+    outputs: StudentOutputs, data_root: str | Path | Mapping[str, str | Path], count: int
+) -> np.ndarray:
     """Evenly spaced test photos with a teacher hand: the teacher's (green) and the student's
     (magenta) skeletons, and the student's crop (magenta box)."""
     table = outputs.table
@@ -190,7 +220,7 @@ def overlay_grid(outputs: StudentOutputs, data_root: str | Path, count: int) -> 
     tiles = []
     for i in picks:
         row = table.iloc[i]
-        rgb = read_image(Path(data_root) / row["path"])
+        rgb = read_image(image_paths(table.iloc[[i]], data_root)[0])
         error = float(joint_errors(student_px[i : i + 1], teacher_px[i : i + 1]).mean())
         caption = f"{Path(row['path']).name[:24]}  {error:.1f}px  p={outputs.presence[i]:.2f}"
         boxes = {}

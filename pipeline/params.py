@@ -72,6 +72,9 @@ def _from_mapping(cls: type, section: str, raw: Any) -> Any:
     values = {}
     types = {f.name: f.type for f in dataclasses.fields(cls)}
     for name, value in raw.items():
+        if str(types[name]) == "dict":  # a mapping of its own (data.extra_sources, ...)
+            values[name] = _MAPPINGS[f"{section}.{name}"](value)
+            continue
         expected = {"bool": bool, "int": int, "float": float, "str": str}[str(types[name])]
         values[name] = _coerce(section, name, value, expected)
     return cls(**values)
@@ -91,8 +94,14 @@ def _fraction(key: str, value: float, low_open: bool = False) -> None:
     _check(ok, key, f"must be in {'(0' if low_open else '[0'}, 1), got {value}")
 
 
+SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
 @dataclass(frozen=True)
-class DataParams:
+class SourceParams:
+    """One data set: where its images are and how they are split (``data`` itself, and each
+    entry of ``data.extra_sources``)."""
+
     source: str = "synthetic"
     root: str = "data/synthetic"
     # folders source: a regex over the file name; its first group (or the whole match) is the
@@ -103,19 +112,21 @@ class DataParams:
     split_seed: int = 0
 
     SOURCES = ("synthetic", "ouhands", "folders")
+    KEY = "data"  # how messages name this source's keys
 
     def __post_init__(self) -> None:
+        key = self.KEY
         _check(
             self.source in self.SOURCES,
-            "data.source",
+            f"{key}.source",
             f"must be one of {self.SOURCES}, got {self.source!r}",
         )
-        _check(bool(self.root), "data.root", "must name the data folder")
+        _check(bool(self.root), f"{key}.root", "must name the data folder")
         if self.source == "synthetic":
             _check(
                 Path(self.root) == SYNTHETIC_ROOT,
-                "data.root",
-                f"must be {SYNTHETIC_ROOT} with data.source=synthetic (the synthesize stage "
+                f"{key}.root",
+                f"must be {SYNTHETIC_ROOT} with source synthetic (the synthesize stage "
                 f"writes there), got {self.root!r}",
             )
         if self.subject_pattern:
@@ -123,15 +134,101 @@ class DataParams:
                 re.compile(self.subject_pattern)
             except re.error as error:
                 raise ParamsError(
-                    f"params.yaml: data.subject_pattern is not a valid regex: {error}"
+                    f"params.yaml: {key}.subject_pattern is not a valid regex: {error}"
                 ) from None
-        _fraction("data.validation_fraction", self.validation_fraction)
-        _fraction("data.test_fraction", self.test_fraction)
+        _fraction(f"{key}.validation_fraction", self.validation_fraction)
+        _fraction(f"{key}.test_fraction", self.test_fraction)
         _check(
             self.validation_fraction + self.test_fraction < 1.0,
-            "data.validation_fraction + data.test_fraction",
+            f"{key}.validation_fraction + {key}.test_fraction",
             "must leave images for training (sum < 1)",
         )
+
+    @property
+    def listing_options(self) -> dict:
+        """What ``pipeline.sources.listing.list_images`` takes besides source and root."""
+        return {
+            "subject_pattern": self.subject_pattern,
+            "validation_fraction": self.validation_fraction,
+            "test_fraction": self.test_fraction,
+            "split_seed": self.split_seed,
+        }
+
+
+def _extra_source_params(name: str, raw: Any) -> SourceParams:
+    """One entry of ``data.extra_sources``, checked with its own key in every message."""
+    key = f"data.extra_sources.{name}"
+    _check(
+        isinstance(name, str) and bool(SOURCE_NAME.match(name)),
+        key,
+        "is not a usable name: lower-case letters, digits, '-' and '_', starting with a letter "
+        "(it names a DVC stage and a folder)",
+    )
+    _check(isinstance(raw, dict), key, f"must be a mapping with source and root, got {raw!r}")
+    # a subclass only so that every message names this entry's keys
+    named = type("ExtraSourceParams", (SourceParams,), {"KEY": key})
+    if set(raw) - {f.name for f in dataclasses.fields(SourceParams)}:
+        _from_mapping(named, key, raw)  # raises, naming the unknown key and its nearest match
+    _check("source" in raw, key, f"needs source, one of {SourceParams.SOURCES}")
+    _check("root" in raw, key, "needs root (the data set's folder)")
+    return SourceParams(**dataclasses.asdict(_from_mapping(named, key, raw)))
+
+
+@dataclass(frozen=True)
+class DataParams(SourceParams):
+    """The main data set (the keys of ``SourceParams``) and, in ``extra_sources``, more data sets
+    for the same run, each labelled by its own stage (``landmarks_source@NAME``) and split on its
+    own. Rows carry their data set's name (``source_name``); the main one is named after its
+    ``source`` (synthetic, ouhands or folders)."""
+
+    extra_sources: dict = field(default_factory=dict)  # name -> SourceParams
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            self.source not in self.extra_sources,
+            f"data.extra_sources.{self.source}",
+            f"is the main data set's name (data.source: {self.source}); name it otherwise",
+        )
+
+    @property
+    def main_name(self) -> str:
+        return self.source
+
+    @property
+    def sources(self) -> dict[str, SourceParams]:
+        """Every data set of the run by name, the main one first."""
+        main = SourceParams(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(SourceParams)}
+        )
+        return {self.main_name: main, **self.extra_sources}
+
+    @property
+    def roots(self) -> dict[str, Path]:
+        """Each data set's folder by name: where a row's ``path`` is relative to."""
+        return {name: Path(source.root) for name, source in self.sources.items()}
+
+
+def _extra_sources(raw: Any) -> dict[str, SourceParams]:
+    if raw is None:
+        return {}
+    _check(isinstance(raw, dict), "data.extra_sources", f"must be a mapping, got {raw!r}")
+    return {name: _extra_source_params(name, entry) for name, entry in raw.items()}
+
+
+def _source_weights(raw: Any) -> dict[str, float]:
+    if raw is None:
+        return {}
+    _check(isinstance(raw, dict), "train.source_weights", f"must be a mapping, got {raw!r}")
+    weights = {}
+    for name, value in raw.items():
+        weights[name] = _coerce("train.source_weights", str(name), value, float)
+        _check(
+            0 <= weights[name] <= 1000,
+            f"train.source_weights.{name}",
+            f"must be in [0, 1000], got {weights[name]}",
+        )
+    return weights
 
 
 @dataclass(frozen=True)
@@ -317,6 +414,10 @@ class TrainParams:
     # Continue an interrupted run from models/student/last.pt (a finished run is never taken
     # as the result of a new one: `dvc repro -f` trains again). false: always from scratch.
     resume: bool = True
+    # With data.extra_sources: how often each data set's images are drawn in training, per image
+    # and relative to the others (a data set not named: 1). 0: not trained on, nor used to pick
+    # the best epoch; its test split still measures the model on photos it never saw.
+    source_weights: dict = field(default_factory=dict)
 
     @property
     def cache_budget_bytes(self) -> int:
@@ -477,6 +578,7 @@ def pretrain_params_for(pretrain: PretrainParams, train: TrainParams) -> TrainPa
         batch_size=pretrain.batch_size,
         z_weight=0.0,
         score_weight_power=0.0,
+        source_weights={},  # renders, not the run's data sets
     )
 
 
@@ -549,6 +651,7 @@ class Params:
 SECTIONS: dict[str, type] = {
     f.name: f.default_factory().__class__ for f in dataclasses.fields(Params)
 }
+_MAPPINGS = {"data.extra_sources": _extra_sources, "train.source_weights": _source_weights}
 
 
 def params_from_dict(raw: dict) -> Params:
@@ -559,9 +662,22 @@ def params_from_dict(raw: dict) -> Params:
             f"params.yaml: unknown section(s) {', '.join(unknown)}{_nearest(unknown, SECTIONS)}; "
             f"known: {', '.join(SECTIONS)}"
         )
-    return Params(
+    params = Params(
         **{name: _from_mapping(cls, name, raw.get(name)) for name, cls in SECTIONS.items()}
     )
+    names = params.data.sources
+    for name in params.train.source_weights:
+        _check(
+            name in names,
+            f"train.source_weights.{name}",
+            f"names no data set{_nearest([name], names, '')}; the run's: {', '.join(names)}",
+        )
+    _check(
+        any(params.train.source_weights.get(name, 1.0) > 0 for name in names),
+        "train.source_weights",
+        "leaves no data set to train on (every weight is 0)",
+    )
+    return params
 
 
 def load_params(path: str | os.PathLike = PARAMS_FILE) -> Params:

@@ -17,6 +17,23 @@ SYNTHETIC_ROOT = Path("data/synthetic")
 LABELS = Path("data/landmarks/labels.parquet")
 SKIPPED = Path("data/landmarks/skipped.csv")
 LANDMARKS_METRICS = Path("metrics/landmarks.json")
+# data.extra_sources: each data set's own labels, by its name (stage landmarks_source@NAME)
+SOURCE_LABELS_DIR = Path("data/landmarks/sources")
+SOURCE_LANDMARKS_METRICS_DIR = Path("metrics/landmarks")
+
+
+def labels_of(name: str | None = None) -> tuple[Path, Path, Path]:
+    """The label table, skip report and metrics of the main data set (None) or of the extra
+    data set ``name``."""
+    if name is None:
+        return LABELS, SKIPPED, LANDMARKS_METRICS
+    folder = SOURCE_LABELS_DIR / name
+    return (
+        folder / "labels.parquet",
+        folder / "skipped.csv",
+        SOURCE_LANDMARKS_METRICS_DIR / f"{name}.json",
+    )
+
 
 SPLIT_LABELS = Path("data/split/labels.parquet")
 DROPPED = Path("data/split/dropped.csv")

@@ -74,6 +74,9 @@ def headline(landmarks: Path, split: Path, evaluate: Path, live: Path, finder: P
         "no_hand_agree": presence.get("no_hand_agreement"),
         "train_img_s": training.get("train", {}).get("images_per_second"),
     }
+    # with several data sets, each one's end-to-end PCK@0.1 as well
+    for name, metrics in test.get("per_dataset", {}).items():
+        summary[f"pck_10_{name}"] = metrics.get("student_vs_teacher", {}).get("pck_10")
     del finding  # the finder's own numbers stay in its report
     return {key: _short(value) for key, value in summary.items() if value is not None}
 

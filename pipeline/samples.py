@@ -16,6 +16,7 @@ whole-frame student (squash or letterbox layout) has one sample per image.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from pipeline.crops import SQUARE_COLUMNS, crop_square, frame_squares, miss_squa
 from pipeline.data import SplitData, load_split
 from pipeline.keypoints import NUM_JOINTS, to_pixels
 from pipeline.params import TrainParams
-from pipeline.schema import LANDMARK_COLUMNS
+from pipeline.schema import DATASET, LANDMARK_COLUMNS
 
 KINDS = ("hand", "frame", "both")
 SAMPLE_KIND = "sample"  # column: oracle | miss | empty | frame
@@ -61,7 +62,13 @@ def hand_samples(
     table = table.reset_index(drop=True)
     found = has_hand(table)
     squares = oracle_squares(table, margin)
-    typical = float(np.median(squares[found, 2])) if found.any() else np.nan
+    # an empty frame's crop is the size of a hand in its own data set
+    groups = table[DATASET].to_numpy() if DATASET in table.columns else np.zeros(len(table))
+    typical = np.full(len(table), np.nan)
+    for group in np.unique(groups):
+        mine = groups == group
+        if (found & mine).any():
+            typical[mine] = np.median(squares[found & mine, 2])
     width, height = table["width"].to_numpy(np.float64), table["height"].to_numpy(np.float64)
     points = landmarks_px(table)
     parts = [_with_squares(table[found], squares[found], True, "oracle")]
@@ -69,7 +76,9 @@ def hand_samples(
     for row in range(len(table)):
         rng = np.random.default_rng([seed, 0xC209, row])
         if not found[row]:
-            side = typical if np.isfinite(typical) else min(width[row], height[row]) / 2
+            side = typical[row]
+            if not np.isfinite(side):
+                side = min(width[row], height[row]) / 2
             empty.append((row, random_square(rng, width[row], height[row], side, None)))
         elif rng.random() < miss_fraction:
             missing.append((row, miss_square(rng, points[row], width[row], height[row], margin)))
@@ -114,17 +123,30 @@ def split_samples(
     return samples_for(table, kind, params.crop_margin, params.miss_fraction, seed)
 
 
+def dataset_weights(table: pd.DataFrame, params: TrainParams) -> np.ndarray:
+    """(N,) each row's ``train.source_weights`` (1 where its data set is not named there)."""
+    if DATASET not in table.columns:
+        return np.ones(len(table))
+    names = table[DATASET].to_numpy()
+    return np.array([params.source_weights.get(name, 1.0) for name in names], dtype=np.float64)
+
+
 def training_splits(
     table: pd.DataFrame,
-    data_root: str | Path,
+    data_root: str | Path | Mapping[str, str | Path],
     params: TrainParams,
     kind: str = "hand",
     budget_bytes: int | None = None,
 ) -> tuple[SplitData, SplitData]:
     """The decoded train and validation samples of the split table. Training crops are cut
     ``train.crop_context`` wider (and cached at that much more resolution) so that the jitter
-    shows real pixels; validation crops are the model's own."""
+    shows real pixels; validation crops are the model's own.
+
+    ``data_root``: one folder, or each data set's by name (``DataParams.roots``). Data sets of
+    weight 0 (``train.source_weights``) are left out of both splits; where the weights differ,
+    the train split carries them (``SplitData.weights``) and training draws by them."""
     size, layout = params.image_size, params.input_layout
+    table = table[dataset_weights(table, params) > 0]
     train_rows = split_samples(table[table["split"] == "train"], params, kind)
     validation_rows = split_samples(table[table["split"] == "validation"], params, kind, 1)
     squares, cached = None, size
@@ -136,4 +158,7 @@ def training_splits(
     if budget_bytes is not None and not train.on_disk:  # the budget is for both splits
         budget_bytes = max(budget_bytes - train.images.numel(), 0)
     validation = load_split(validation_rows, data_root, size, layout, budget_bytes)
+    weights = dataset_weights(train_rows, params)
+    if len(weights) and not np.all(weights == weights[0]):
+        train.weights = weights
     return train, validation

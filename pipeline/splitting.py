@@ -13,7 +13,7 @@ import pandas as pd
 
 from pipeline.keypoints import NUM_JOINTS
 from pipeline.params import SplitParams
-from pipeline.schema import BOX_COLUMNS, LANDMARK_COLUMNS
+from pipeline.schema import BOX_COLUMNS, DATASET, LANDMARK_COLUMNS
 from pipeline.sources import SPLITS
 
 # Checked in this order; an image is reported under the first rule it breaks.
@@ -23,6 +23,17 @@ REASONS: tuple[str, ...] = (
     "landmarks_outside_image",
     "box_disagreement",
 )
+
+
+def combine_datasets(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The label tables of the run's data sets as one, each row named by its data set (the
+    ``dataset`` column, first); paths stay relative to their data set's root."""
+    parts = []
+    for name, table in tables.items():
+        part = table.copy()
+        part.insert(0, DATASET, name)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 @dataclass
@@ -93,7 +104,8 @@ def filter_labels(table: pd.DataFrame, params: SplitParams) -> SplitResult:
             reason[i] = name
             detail[i] = describe(i)
     dropped_mask = reason != ""
-    dropped = table.loc[dropped_mask, ["path", "split", "class_name"]].copy()
+    named = [DATASET] if DATASET in table.columns else []
+    dropped = table.loc[dropped_mask, [*named, "path", "split", "class_name"]].copy()
     dropped["reason"] = reason[dropped_mask]
     dropped["detail"] = detail[dropped_mask]
     kept = table.loc[~dropped_mask].reset_index(drop=True)
@@ -117,4 +129,17 @@ def split_metrics(result: SplitResult, skipped_before: int) -> dict:
             "dropped": int((result.dropped["split"] == split).sum()),
         }
     metrics["dropped_by_reason"] = {r: int((result.dropped["reason"] == r).sum()) for r in REASONS}
+    if DATASET in result.kept.columns and result.kept[DATASET].nunique() > 1:
+        names = list(dict.fromkeys(result.kept[DATASET]))
+        metrics["per_dataset"] = {
+            name: {
+                split: int(((result.kept[DATASET] == name) & (result.kept["split"] == split)).sum())
+                for split in SPLITS
+            }
+            | {
+                "negatives": int(((result.kept[DATASET] == name).to_numpy() & negative).sum()),
+                "dropped": int((result.dropped[DATASET] == name).sum()),
+            }
+            for name in names
+        }
     return metrics

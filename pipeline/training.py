@@ -105,6 +105,7 @@ class StepContext:
     aspect: torch.Tensor  # (N,) width / height of the picture each input shows
     zoom: float  # from the cached picture to the model's input (train.crop_context for crops)
     weights: torch.Tensor | None  # (N,) per-sample loss weights
+    draws: torch.Tensor | None  # (N,) how often each sample is drawn (None: once per epoch)
     images: torch.Tensor | DiskImages  # the decoded train images (on the device where they fit)
     loss_fn: CoordinateLoss
     scaler: torch.amp.GradScaler
@@ -378,12 +379,14 @@ def train_one_epoch(
     if ranks.distributed:
         # The same order everywhere, but each process's own augmentation and dropout.
         process_seed = _process_seed(epoch_seed, ranks.rank)
-        epoch_order = batches(count, context.batch_size, generator, context.min_batch)
+        epoch_order = batches(
+            count, context.batch_size, generator, context.min_batch, context.draws
+        )
         generator = torch.Generator().manual_seed(process_seed)
         torch.manual_seed(process_seed)
     else:
         torch.manual_seed(epoch_seed)  # dropout
-        epoch_order = batches(count, context.batch_size, generator)
+        epoch_order = batches(count, context.batch_size, generator, weights=context.draws)
     state.model.train()
     loss_sum, seen = 0.0, 0
     for step, global_index in enumerate(epoch_order):
@@ -501,6 +504,7 @@ def step_context(
         aspect=torch.tensor(codec.aspect(train.width, train.height)),
         zoom=params.crop_context if params.input_layout == "crop" else 1.0,
         weights=sample_weights(train, params.score_weight_power),
+        draws=None if train.weights is None else torch.tensor(train.weights, dtype=torch.float64),
         # Decoded images stay on the GPU when they fit comfortably; else pinned for async copies.
         images=_resident(train.images, device),
         loss_fn=loss_for(params),

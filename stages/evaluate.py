@@ -8,7 +8,7 @@ import argparse
 import cv2
 
 from pipeline.checkpoint import BEST, CheckpointError, load_checkpoint
-from pipeline.evaluation import evaluate_outputs, overlay_grid, run_student
+from pipeline.evaluation import evaluate_outputs, overlay_grid, per_dataset, run_student
 from pipeline.inference import load_networks_from
 from pipeline.io import atomic_path, read_table, write_json, write_table
 from pipeline.params import finder_params_for, load_params, run_differences
@@ -57,12 +57,15 @@ def main(argv: list[str] | None = None) -> None:
                 f"the {split} split is empty after filtering; nothing to evaluate "
                 "(see data/split/dropped.csv)"
             )
-        outputs = run_student(student, rows, params.data.root, params.evaluate.batch_size)
+        outputs = run_student(student, rows, params.data.roots, params.evaluate.batch_size)
         results[split] = evaluate_outputs(outputs, params.evaluate.min_presence)
         metrics[split] = results[split].metrics
+        by_dataset = per_dataset(outputs, params.evaluate.min_presence)
+        if by_dataset:
+            metrics[split]["per_dataset"] = by_dataset
 
     test = results["test"]
-    picture = overlay_grid(test.outputs, params.data.root, params.evaluate.grid_images)
+    picture = overlay_grid(test.outputs, params.data.roots, params.evaluate.grid_images)
     write_table(PLOTS / "pck.csv", test.pck_curves)
     write_table(PLOTS / "per_joint.csv", test.per_joint)
     write_table(PLOTS / "per_class.csv", test.per_class)

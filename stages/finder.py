@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     DISABLED_MARKER.unlink(missing_ok=True)
     finder = finder_params_for(params.finder, params.train)
     train, validation = training_splits(
-        read_table(KEPT), params.data.root, finder, "frame", finder.cache_budget_bytes
+        read_table(KEPT), params.data.roots, finder, "frame", finder.cache_budget_bytes
     )
     print(
         f"finder: {len(train)} frames ({int((~train.presence).sum())} without a hand), "

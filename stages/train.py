@@ -46,7 +46,7 @@ def train_student(params: Params, ranks: distributed.Ranks) -> None:
     # the cascade's network is its own finder: it learns whole frames as well as crops
     cascade = layout == "crop" and params.finder.kind == "shared"
     train, validation = training_splits(
-        read_table(KEPT), params.data.root, params.train, "both" if cascade else "hand",
+        read_table(KEPT), params.data.roots, params.train, "both" if cascade else "hand",
         params.train.cache_budget_bytes,
     )  # fmt: skip
     role = "cascade" if cascade else None

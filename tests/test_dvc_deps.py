@@ -98,6 +98,7 @@ def deps_problems(dvc_yaml: dict, root: Path = REPO) -> list[str]:
     """One line per stage whose code deps are not exactly its imports."""
     problems = []
     for name, stage in dvc_yaml["stages"].items():
+        stage = stage.get("do", stage)  # a foreach stage: its template
         imported = imported_files(stage_module(stage["cmd"]), root)
         declared = declared_code(stage.get("deps", []), root)
         for path in sorted(imported - declared):
@@ -154,6 +155,8 @@ def _other_values(name: str, value) -> list:
         return [not value]
     if isinstance(value, int):
         return [value + 1, value + 2]
+    if isinstance(value, dict):
+        return [{**value, "synthetic": 2.0}]
     return [value * 0.8 + 0.013, value * 1.1 + 0.007, value + 0.5]
 
 

@@ -15,7 +15,7 @@ def test_repository_params_load():
         ({"trian": {"lr": 0.1}}, "unknown section(s) trian (did you mean train?)"),
         ({"train": {"lrr": 0.1}}, "unknown key(s) train.lrr (did you mean train.lr?)"),
         ({"data": {"subject_patern": "x"}}, "(did you mean data.subject_pattern?)"),
-        ({"data": {"subject_patern": "x"}}, "known keys of 'data': root, source, split_seed"),
+        ({"data": {"subject_patern": "x"}}, "known keys of 'data': extra_sources, root, source, "),
         ({"train": {"lr": "fast"}}, "train.lr must be a number"),
         ({"train": {"epochs": 2.5}}, "train.epochs must be an integer"),
         ({"train": {"epochs": True}}, "train.epochs must be an integer"),

@@ -92,8 +92,10 @@ def test_uri_image_root_reads_through_pyarrow(cluster, listing, teacher_model, l
 def test_landmarks_stage_with_either_engine_writes_the_same_outputs(
     cluster, workspace, teacher_model, monkeypatch
 ):
+    from pipeline.paths import labels_of
     from stages import landmarks as stage
 
+    table_path, skipped_path, metrics_path = labels_of(None)
     monkeypatch.chdir(workspace)
     (workspace / "models/teacher").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(teacher_model, workspace / stage.MODEL)
@@ -102,12 +104,12 @@ def test_landmarks_stage_with_either_engine_writes_the_same_outputs(
         params = {"landmarks": {"engine": engine, "workers": workers}}
         (workspace / "params.yaml").write_text(yaml.safe_dump(params))
         stage.main(["--no-progress"])
-        metrics = json.loads(stage.METRICS.read_text())
+        metrics = json.loads(metrics_path.read_text())
         assert metrics.pop("engine") == engine
         metrics.pop("images_per_second")
         outputs[engine] = (
-            pd.read_parquet(stage.TABLE),
-            stage.SKIPPED.read_text(),
+            pd.read_parquet(table_path),
+            skipped_path.read_text(),
             metrics,
         )
     local, ray = outputs["local"], outputs["ray"]
