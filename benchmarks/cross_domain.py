@@ -47,9 +47,9 @@ MIXES = {
 
 def halves_by_person(photos: Path, limit: int, seed: int = 0) -> tuple[list[Path], list[Path]]:
     """The digit photos in two halves with no person in both (at most ``limit`` photos)."""
-    files = sorted(
-        p for p in photos.glob("*/*") if p.is_file() and is_image_name(p.name)
-    )[: limit or None]
+    files = sorted(p for p in photos.glob("*/*") if p.is_file() and is_image_name(p.name))[
+        : limit or None
+    ]
     people = sorted({subject_of(p.name) for p in files})
     order = np.random.default_rng(seed).permutation(len(people))
     first = {people[i] for i in order[: len(people) // 2]}

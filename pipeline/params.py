@@ -598,6 +598,12 @@ class FinderParams:
     # Image mode: crop passes after the first, each on the square of the previous pass's
     # landmarks (as tracking does from frame to frame), so the finder only has to be near.
     refine: int = 2
+    # The zoom of the finder's frames (log-uniform, in place of train.scale_min/max): wide, so
+    # that it meets hands of every size in the frame. Trained on small hands in rooms with the
+    # crop model's 0.8-1.25 it found close-ups of other people at 0.59 PCK@0.1 end to end; with
+    # 0.5-2 at 0.87 (benchmarks/cross_domain.py, docs/student.md).
+    scale_min: float = 0.5
+    scale_max: float = 2.0
 
     KINDS = ("model", "shared")
 
@@ -608,10 +614,16 @@ class FinderParams:
         _check(0 < self.lr < 10, "finder.lr", "must be in (0, 10)")
         _check(self.batch_size >= 2, "finder.batch_size", "must be >= 2")
         _check(0 <= self.refine <= 4, "finder.refine", "must be in [0, 4]")
+        _check(
+            0.1 <= self.scale_min <= self.scale_max <= 10,
+            "finder.scale_min/scale_max",
+            f"must satisfy 0.1 <= min <= max <= 10, got {self.scale_min}, {self.scale_max}",
+        )
 
 
 def finder_params_for(finder: FinderParams, train: TrainParams) -> TrainParams:
-    """The train recipe with the finder's size and schedule; one process, as pretraining."""
+    """The train recipe with the finder's size, zoom and schedule; one process, as
+    pretraining."""
     return dataclasses.replace(
         train,
         processes=1,
@@ -620,6 +632,8 @@ def finder_params_for(finder: FinderParams, train: TrainParams) -> TrainParams:
         epochs=finder.epochs,
         lr=finder.lr,
         batch_size=finder.batch_size,
+        scale_min=finder.scale_min,
+        scale_max=finder.scale_max,
     )
 
 

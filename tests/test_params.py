@@ -26,6 +26,7 @@ def test_repository_params_load():
         ({"landmarks": {"num_hands": 0}}, "landmarks.num_hands must be in [1, 8]"),
         ({"landmarks": {"min_hand_detection_confidence": 1.5}}, "must be in [0, 1]"),
         ({"split": {"min_box_iou": -0.1}}, "split.min_box_iou"),
+        ({"finder": {"scale_min": 3.0}}, "finder.scale_min/scale_max must satisfy"),
         ({"data": {"source": "s3"}}, "data.source must be one of"),
         ({"data": {"source": "synthetic", "root": "elsewhere"}}, "must be data/synthetic"),
         (
@@ -77,3 +78,12 @@ def test_the_dataclass_defaults_are_params_yaml():
     raw = yaml.safe_load(open("params.yaml"))
     for name, section in SECTIONS.items():
         assert set(raw[name]) == {f.name for f in dataclasses.fields(section)}, name
+
+
+def test_the_finder_trains_with_its_own_zoom_and_the_rest_of_the_train_recipe():
+    from pipeline.params import FinderParams, TrainParams, finder_params_for
+
+    train = TrainParams(scale_min=0.8, scale_max=1.25, rotate_deg=10.0)
+    derived = finder_params_for(FinderParams(scale_min=0.4, scale_max=3.0), train)
+    assert (derived.scale_min, derived.scale_max) == (0.4, 3.0)
+    assert derived.rotate_deg == 10.0 and derived.translate == train.translate
