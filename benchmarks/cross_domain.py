@@ -8,7 +8,7 @@ training and of picking the best epoch) and the evaluate stage reports every dat
 split apart (``per_dataset``). A data set with weight 0 is held out: its row says how the model
 does on a kind of photo it never saw, the number a user with their own camera needs.
 
-    python benchmarks/cross_domain.py                   # the default recipe (about 30 min, 2 CPUs)
+    python benchmarks/cross_domain.py                   # the default recipe (25-45 min, 2 CPUs)
     python benchmarks/cross_domain.py --synthetic-images 48 --epochs 2 --digit-photos 120  # quick
 """
 
@@ -29,11 +29,11 @@ import yaml
 
 from benchmarks.common import DIGITS, finish, machine, markdown_table, temporary_folder
 from pipeline.images import is_image_name
+from pipeline.sources.scenes import DIGIT_NAME, subject_of, write_scenes
 from pipeline.sources.scenes import SUBJECT_PATTERN as SCENES_PATTERN
-from pipeline.sources.scenes import subject_of, write_scenes
 from tests.dvc_repo import make_repo, run
 
-DIGITS_PATTERN = r"IMG_(\d+)\d\."  # ten consecutive photo numbers: one person (docs/data.md)
+DIGITS_PATTERN = DIGIT_NAME.pattern  # ten consecutive photo numbers: one person (docs/data.md)
 DATASETS = ("synthetic", "digits", "scenes")
 # training mixes: the weight of each data set (0: held out)
 MIXES = {

@@ -217,10 +217,11 @@ def overlay_grid(
     width, height = table["width"].to_numpy(np.float64), table["height"].to_numpy(np.float64)
     teacher_px = to_pixels(_teacher(table), width, height)
     student_px = to_pixels(outputs.landmarks, width, height)
+    paths = image_paths(table, data_root)
     tiles = []
     for i in picks:
         row = table.iloc[i]
-        rgb = read_image(image_paths(table.iloc[[i]], data_root)[0])
+        rgb = read_image(paths[i])
         error = float(joint_errors(student_px[i : i + 1], teacher_px[i : i + 1]).mean())
         caption = f"{Path(row['path']).name[:24]}  {error:.1f}px  p={outputs.presence[i]:.2f}"
         boxes = {}

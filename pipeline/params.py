@@ -178,8 +178,8 @@ def _extra_source_params(name: str, raw: Any) -> SourceParams:
 class DataParams(SourceParams):
     """The main data set (the keys of ``SourceParams``) and, in ``extra_sources``, more data sets
     for the same run, each labelled by its own stage (``landmarks_source@NAME``) and split on its
-    own. Rows carry their data set's name (``source_name``); the main one is named after its
-    ``source`` (synthetic, ouhands or folders)."""
+    own. Split rows carry their data set's name (the ``dataset`` column); the main one is
+    named after its ``source`` (synthetic, ouhands or folders)."""
 
     extra_sources: dict = field(default_factory=dict)  # name -> SourceParams
 

@@ -130,16 +130,12 @@ def split_metrics(result: SplitResult, skipped_before: int) -> dict:
         }
     metrics["dropped_by_reason"] = {r: int((result.dropped["reason"] == r).sum()) for r in REASONS}
     if DATASET in result.kept.columns and result.kept[DATASET].nunique() > 1:
-        names = list(dict.fromkeys(result.kept[DATASET]))
-        metrics["per_dataset"] = {
-            name: {
-                split: int(((result.kept[DATASET] == name) & (result.kept["split"] == split)).sum())
-                for split in SPLITS
-            }
-            | {
-                "negatives": int(((result.kept[DATASET] == name).to_numpy() & negative).sum()),
-                "dropped": int((result.dropped[DATASET] == name).sum()),
-            }
-            for name in names
-        }
+        kept_in, splits = result.kept[DATASET].to_numpy(), result.kept["split"].to_numpy()
+        metrics["per_dataset"] = {}
+        for name in dict.fromkeys(kept_in):
+            mine = kept_in == name
+            counts = {split: int((mine & (splits == split)).sum()) for split in SPLITS}
+            counts["negatives"] = int((mine & negative).sum())
+            counts["dropped"] = int((result.dropped[DATASET] == name).sum())
+            metrics["per_dataset"][name] = counts
     return metrics
