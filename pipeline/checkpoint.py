@@ -113,6 +113,15 @@ def load_checkpoint(path: str | Path) -> dict:
     return payload
 
 
+def set_crop_margin(path: str | Path, margin: float, calibration: dict) -> None:
+    """Rewrite checkpoint ``path`` with another ``crop_margin`` (the finder's calibrated one),
+    keeping how it was found under ``margin_calibration``."""
+    payload = load_checkpoint(path)
+    payload["crop_margin"] = float(margin)
+    payload["margin_calibration"] = calibration
+    save_checkpoint(path, payload)
+
+
 def network_record(payload: dict) -> dict:
     """The part of a checkpoint that rebuilds and places its network (and, for an exported
     landmark network, the ``refine`` passes its student makes)."""

@@ -19,6 +19,7 @@ import pandas as pd
 
 from pipeline.crops import square_corners
 from pipeline.images import read_image
+from pipeline.inference import Network
 from pipeline.keypoints import JOINT_NAMES, NUM_JOINTS, hand_size, to_pixels
 from pipeline.machine import available_cores
 from pipeline.metrics import (
@@ -32,7 +33,12 @@ from pipeline.metrics import (
 from pipeline.plots import grid, overlay_tile
 from pipeline.samples import has_hand, oracle_squares
 from pipeline.schema import DATASET, LANDMARK_COLUMNS, TRUTH_COLUMNS, image_paths
-from pipeline.student import Student, TopDownStudent
+from pipeline.student import (
+    MARGIN_SCALE_LIMITS,
+    Student,
+    TopDownStudent,
+    finder_margin_scale,
+)
 
 
 @dataclass
@@ -88,6 +94,26 @@ def run_student(
                 picked = [rgbs[i] for i in np.flatnonzero(found[rows])]
                 oracle[hands], _ = student.crop_pass(picked, oracle_at[hands], batch_size)
     return StudentOutputs(table, landmarks, presence, squares, oracle)
+
+
+def calibrate_finder_margin(
+    finder: Network,
+    table: pd.DataFrame,
+    data_root: str | Path | Mapping[str, str | Path],
+    margin: float,
+    batch_size: int = 32,
+) -> dict:
+    """The finder's own crop margin, from ``table``'s frames with a teacher hand (the validation
+    split), against the teacher's squares at ``margin`` (the landmark model's): the finder's
+    present margin times ``finder_margin_scale`` (held within ``MARGIN_SCALE_LIMITS``). Returns
+    the margin, the scale applied, the one measured and how many frames it was measured on."""
+    hands = table[has_hand(table)].reset_index(drop=True)
+    with ThreadPoolExecutor(min(4, available_cores())) as pool:
+        rgbs = list(pool.map(read_image, image_paths(hands, data_root)))
+    measured = finder_margin_scale(finder, rgbs, oracle_squares(hands, margin), batch_size)
+    scale = float(np.clip(measured, *MARGIN_SCALE_LIMITS))
+    return {"crop_margin": finder.crop_margin * scale, "scale": scale, "measured": measured,
+            "frames": len(hands)}  # fmt: skip
 
 
 def _teacher(table: pd.DataFrame) -> np.ndarray:

@@ -604,6 +604,10 @@ class FinderParams:
     # 0.5-2 at 0.87 (benchmarks/cross_domain.py, docs/student.md).
     scale_min: float = 0.5
     scale_max: float = 2.0
+    # Widen the finder's square so that its median side on the validation frames matches the
+    # teacher's square (docs/student.md, "The finder's square"); false: the landmark model's
+    # margin as it is.
+    calibrate_margin: bool = True
 
     KINDS = ("model", "shared")
 

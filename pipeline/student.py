@@ -2,9 +2,10 @@
 
 - ``WholeFrameStudent``: one network on the whole frame (squash or letterbox), one pass.
 - ``TopDownStudent``: the teacher's way. A finder on the letterboxed frame says whether there is a
-  hand and where (its landmarks' square, ``pipeline.crops.crop_square`` with the landmark model's
-  margin); the landmark network then regresses the 21 landmarks on that crop. The finder is a
-  small network of its own, or the landmark network itself (a cascade with shared weights).
+  hand and where (its landmarks' square, ``pipeline.crops.crop_square`` with the finder's own
+  margin, calibrated on validation frames by ``finder_margin_scale``); the landmark network
+  then regresses the 21 landmarks on that crop. The finder is a small network of its own, or
+  the landmark network itself (a cascade with shared weights).
   ``track`` follows a hand through video as MediaPipe does: frame t's crop comes from frame
   t-1's landmarks, and the finder runs again only when the crop's presence drops.
 
@@ -87,6 +88,37 @@ def _pixels(landmarks: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.
     return out
 
 
+def find_squares(
+    finder: Network, rgbs: Sequence[np.ndarray], batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """``finder`` on each letterboxed frame: (N, 3) crop squares in pixels (its landmarks' box
+    times its own ``crop_margin``) and (N,) its presence."""
+    width, height = _sizes(rgbs)
+    frames = frame_squares(width, height)
+    size = finder.image_size
+    batch = _batch([crop_image(rgb, square, size) for rgb, square in zip(rgbs, frames)])
+    landmarks, presence = finder.predict(batch, crop_frames(frames, width, height), batch_size)
+    return squares_from_landmarks(landmarks, width, height, finder.crop_margin), presence
+
+
+def finder_margin_scale(
+    finder: Network, rgbs: Sequence[np.ndarray], oracle: np.ndarray, batch_size: int = 32
+) -> float:
+    """How much wider the finder's squares must be to match ``oracle`` (N, 3), the teacher's
+    squares of the same frames at the landmark model's margin: the median ratio of their sides.
+    A finder at low resolution draws the hand smaller than it is (its landmarks shrink towards
+    the mean pose), and a square that cuts off fingers is the crop model's worst start."""
+    if not len(rgbs):
+        raise ValueError("no frame with a hand to calibrate the finder's margin on")
+    squares, _ = find_squares(finder, rgbs, batch_size)  # at the finder's present margin
+    return float(np.median(oracle[:, 2] / squares[:, 2]))
+
+
+# A finder whose squares are off by more than this is broken (or barely trained), not biased:
+# beyond it the calibration stops and the finder's metrics show the fault.
+MARGIN_SCALE_LIMITS = (0.5, 2.0)
+
+
 class Student:
     """A trained student. Build with ``load_student``."""
 
@@ -162,14 +194,7 @@ class TopDownStudent(Student):
 
     def find(self, rgbs: Sequence[np.ndarray], batch_size: int = 32):
         """The finder pass: (N, 3) crop squares in pixels and (N,) the finder's presence."""
-        width, height = _sizes(rgbs)
-        frames = frame_squares(width, height)
-        size = self.finder.image_size
-        batch = _batch([crop_image(rgb, square, size) for rgb, square in zip(rgbs, frames)])
-        landmarks, presence = self.finder.predict(
-            batch, crop_frames(frames, width, height), batch_size
-        )
-        return squares_from_landmarks(landmarks, width, height, self.margin), presence
+        return find_squares(self.finder, rgbs, batch_size)
 
     def crop_pass(self, rgbs: Sequence[np.ndarray], squares: np.ndarray, batch_size: int = 32):
         """The landmark pass on given squares: (N, joints, 3) table units, (N,) presence."""

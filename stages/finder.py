@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.checkpoint import BEST, LAST
+from pipeline.checkpoint import BEST, LAST, set_crop_margin
+from pipeline.evaluation import calibrate_finder_margin
+from pipeline.inference import load_networks_from
 from pipeline.io import read_table, write_json
 from pipeline.params import finder_params_for, load_params
 from pipeline.paths import FINDER_DIR, FINDER_METRICS
@@ -51,10 +53,26 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     result = fit(train, validation, finder, FINDER_DIR, role="finder")
+    calibration = {"crop_margin": params.train.crop_margin, "scale": 1.0, "frames": 0}
+    if params.finder.calibrate_margin:
+        network = load_networks_from(FINDER_DIR / BEST, params.train.device)["landmarks"]
+        calibration = calibrate_finder_margin(
+            network,
+            validation.table,
+            params.data.roots,
+            params.train.crop_margin,
+        )
+        set_crop_margin(FINDER_DIR / BEST, calibration["crop_margin"], calibration)
+        print(
+            f"finder: its squares are {calibration['scale']:.3f}x wider to match the teacher's "
+            f"on {calibration['frames']} validation frames (crop margin "
+            f"{calibration['crop_margin']:.3f})"
+        )
     write_json(
         FINDER_METRICS,
         {"best_epoch": result.best_epoch, "best_val": result.best_val,
-         "images_per_second": result.history[-1]["images_per_second"]},
+         "images_per_second": result.history[-1]["images_per_second"],
+         "margin_calibration": calibration},
     )  # fmt: skip
     print(
         f"finder: best epoch {result.best_epoch}, validation MPJPE "

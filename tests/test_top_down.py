@@ -4,6 +4,7 @@ stage's end-to-end and oracle-crop numbers, and the ONNX export of both networks
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 import cv2
@@ -11,16 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.checkpoint import BEST
+from pipeline.checkpoint import BEST, load_checkpoint, set_crop_margin
 from pipeline.crops import crop_square, square_corners
-from pipeline.evaluation import evaluate_outputs, run_student
+from pipeline.evaluation import calibrate_finder_margin, evaluate_outputs, run_student
 from pipeline.export import export_student
 from pipeline.params import FinderParams, TrainParams, finder_params_for
 from pipeline.predict import predict_path
-from pipeline.samples import hand_samples, training_splits
+from pipeline.samples import hand_samples, oracle_squares, training_splits
 from pipeline.schema import LANDMARK_COLUMNS, TRUTH_COLUMNS
 from pipeline.student import (
     FINDER_VETO,
+    MARGIN_SCALE_LIMITS,
     TopDownStudent,
     load_student,
     squares_from_landmarks,
@@ -108,14 +110,50 @@ def test_both_passes_find_the_hand_then_read_it_in_the_crop(trained, student):
     result = student.predict_images(rgbs, batch_size=3)
     assert result.landmarks.shape == (len(test), 21, 3) and result.presence.shape == (len(test),)
     # the crop is the finder's landmarks' square, and the landmarks are the crop pass on it
-    finder_squares, finder_presence = student.find(rgbs)
+    # (in the same batches: a CPU's kernels may round a batch of 3 and one of 8 differently)
+    finder_squares, finder_presence = student.find(rgbs, batch_size=3)
     np.testing.assert_allclose(result.squares, finder_squares)
-    landmarks, crop_presence = student.crop_pass(rgbs, finder_squares)
+    landmarks, crop_presence = student.crop_pass(rgbs, finder_squares, batch_size=3)
     np.testing.assert_allclose(result.landmarks[..., 0], landmarks[..., 0] * WIDTH, atol=1e-9)
     # the finder overrules the crop pass only where it is sure there is no hand
     expected = np.where(finder_presence < FINDER_VETO, finder_presence, crop_presence)
     np.testing.assert_allclose(result.presence, expected)
     assert ((result.presence >= 0) & (result.presence <= 1)).all()
+
+
+def test_the_finders_margin_is_calibrated_to_the_teachers_squares(trained, tmp_path):
+    root, table = trained
+    validation = table[table["split"] == "validation"]
+    finder_file = tmp_path / "finder.pt"
+    shutil.copy(root / "finder" / BEST, finder_file)
+    before = load_student(root / "student" / BEST, "cpu", finder=finder_file)
+    calibration = calibrate_finder_margin(before.finder, validation, root, TRAIN.crop_margin)
+    hands = validation[validation["has_hand"]].reset_index(drop=True)
+    rgbs = [cv2.cvtColor(cv2.imread(str(root / p)), cv2.COLOR_BGR2RGB) for p in hands["path"]]
+    old, _ = before.find(rgbs)
+    # the median ratio of the teacher's squares to the finder's, held within the limits
+    oracle = oracle_squares(hands, TRAIN.crop_margin)
+    assert calibration["frames"] == len(hands) == 4
+    assert calibration["measured"] == pytest.approx(np.median(oracle[:, 2] / old[:, 2]))
+    assert calibration["scale"] == pytest.approx(
+        np.clip(calibration["measured"], *MARGIN_SCALE_LIMITS)
+    )
+    assert calibration["crop_margin"] == pytest.approx(TRAIN.crop_margin * calibration["scale"])
+    set_crop_margin(finder_file, calibration["crop_margin"], calibration)
+    assert load_checkpoint(finder_file)["margin_calibration"] == calibration
+    after = load_student(root / "student" / BEST, "cpu", finder=finder_file)
+    assert after.finder.crop_margin == pytest.approx(calibration["crop_margin"])
+    assert after.margin == before.margin == TRAIN.crop_margin  # the crop passes' own margin
+    new, _ = after.find(rgbs)
+    np.testing.assert_allclose(new[:, :2], old[:, :2])  # the same centres, wider (or narrower)
+    unclamped = old[:, 2] > 1.0  # crop_square's sides are at least 1 px
+    np.testing.assert_allclose(new[unclamped, 2], old[unclamped, 2] * calibration["scale"])
+    wider = calibration["scale"] >= 1
+    assert ((new[:, 2] >= old[:, 2]) if wider else (new[:, 2] <= old[:, 2])).all()
+    # the export carries it to the ONNX finder
+    export_student(root / "student" / BEST, tmp_path / "export", finder_file)
+    onnx = load_student(tmp_path / "export" / "student.onnx", "cpu")
+    assert onnx.finder.crop_margin == pytest.approx(calibration["crop_margin"])
 
 
 def test_evaluation_reports_end_to_end_oracle_crop_and_presence(trained, student):
