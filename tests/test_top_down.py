@@ -24,6 +24,7 @@ from pipeline.student import (
     FINDER_VETO,
     MARGIN_SCALE_LIMITS,
     TopDownStudent,
+    keep_surest_pass,
     load_student,
     squares_from_landmarks,
 )
@@ -156,6 +157,38 @@ def test_the_finders_margin_is_calibrated_to_the_teachers_squares(trained, tmp_p
     assert onnx.finder.crop_margin == pytest.approx(calibration["crop_margin"])
 
 
+def test_the_last_crop_pass_counts_unless_it_lost_the_hand():
+    landmarks = [np.full((3, 21, 3), float(k)) for k in range(3)]  # pass k says k everywhere
+    squares = [np.full((3, 3), 10.0 * k) for k in range(3)]
+    presence = [np.array([0.9, 0.8, 0.2]), np.array([0.7, 0.3, 0.1]), np.array([0.6, 0.1, 0.05])]
+    picked, sure, where = keep_surest_pass(list(zip(landmarks, presence, squares)), 0.5)
+    # image 0: the last pass still sees the hand; 1 and 2: lost, the surest pass (the first)
+    np.testing.assert_array_equal(picked[:, 0, 0], [2, 0, 0])
+    np.testing.assert_array_equal(sure, [0.6, 0.8, 0.2])
+    np.testing.assert_array_equal(where[:, 0], [20, 0, 0])
+
+
+def test_image_mode_reports_the_pass_it_keeps(trained):
+    root, table = trained
+    test = table[table["split"] == "test"].reset_index(drop=True)
+    rgbs = [cv2.cvtColor(cv2.imread(str(root / p)), cv2.COLOR_BGR2RGB) for p in test["path"]]
+    student = load_student(root / "student" / BEST, "cpu", finder=root / "finder" / BEST, refine=2)
+    squares, _ = student.find(rgbs, batch_size=4)
+    passes = []
+    for _ in range(3):  # the first crop pass and two refinements, in predict_images' batches
+        landmarks, presence = student.crop_pass(rgbs, squares, batch_size=4)
+        passes.append((landmarks, presence, squares))
+        width, height = np.full(len(rgbs), WIDTH), np.full(len(rgbs), HEIGHT)
+        squares = squares_from_landmarks(landmarks, width, height, student.margin)
+    last = passes[-1][1]
+    for min_presence in (0.0, float(np.median(last)), float(last.max()) + 1e-3):
+        student.min_presence = min_presence
+        result = student.predict_images(rgbs, batch_size=4)
+        landmarks, _, squares = keep_surest_pass(passes, min_presence)
+        np.testing.assert_array_equal(result.squares, squares)
+        np.testing.assert_array_equal(result.landmarks[..., 1], landmarks[..., 1] * HEIGHT)
+
+
 def test_evaluation_reports_end_to_end_oracle_crop_and_presence(trained, student):
     root, table = trained
     test = table[table["split"] == "test"]
@@ -172,7 +205,8 @@ def test_evaluation_reports_end_to_end_oracle_crop_and_presence(trained, student
     teacher = hands[LANDMARK_COLUMNS].to_numpy().reshape(-1, 21, 3)
     squares = squares_from_landmarks(teacher, hands["width"], hands["height"], TRAIN.crop_margin)
     oracle, _ = student.crop_pass(rgbs, squares)
-    np.testing.assert_allclose(outputs.oracle[test["has_hand"].to_numpy()], oracle)
+    # (float32 kernels round batches of other sizes differently: far below a pixel)
+    np.testing.assert_allclose(outputs.oracle[test["has_hand"].to_numpy()], oracle, atol=1e-6)
     assert "oracle_crop_vs_teacher" in evaluation.pck_curves.columns
 
 
