@@ -173,12 +173,12 @@ def test_image_mode_reports_the_pass_it_keeps(trained):
     test = table[table["split"] == "test"].reset_index(drop=True)
     rgbs = [cv2.cvtColor(cv2.imread(str(root / p)), cv2.COLOR_BGR2RGB) for p in test["path"]]
     student = load_student(root / "student" / BEST, "cpu", finder=root / "finder" / BEST, refine=2)
+    width, height = np.full(len(rgbs), WIDTH), np.full(len(rgbs), HEIGHT)
     squares, _ = student.find(rgbs, batch_size=4)
     passes = []
     for _ in range(3):  # the first crop pass and two refinements, in predict_images' batches
         landmarks, presence = student.crop_pass(rgbs, squares, batch_size=4)
         passes.append((landmarks, presence, squares))
-        width, height = np.full(len(rgbs), WIDTH), np.full(len(rgbs), HEIGHT)
         squares = squares_from_landmarks(landmarks, width, height, student.margin)
     last = passes[-1][1]
     for min_presence in (0.0, float(np.median(last)), float(last.max()) + 1e-3):
