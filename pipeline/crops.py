@@ -6,7 +6,8 @@ top-down student sees the hand through one: the teacher's landmarks give it in t
 landmarks' box by a margin, as MediaPipe and MMPose/RTMPose do (RTMPose: 1.25 of the box).
 ``crop_image`` cuts one out at the model's input size with one affine, anti-aliased when it
 shrinks; outside the image it is black. ``miss_square`` and ``random_square`` make the crops that
-show no hand, the presence head's negatives.
+show no hand, the presence head's negatives; ``wide_square`` the ones that show it small and off
+centre, as a finder's square that is too big does.
 """
 
 from __future__ import annotations
@@ -166,3 +167,21 @@ def miss_square(
     points = np.asarray(landmarks_px, dtype=np.float64)[:, :2]
     box = np.concatenate([points.min(0), points.max(0)])
     return random_square(rng, width, height, hand[2], box)
+
+
+def wide_square(
+    rng: np.random.Generator,
+    landmarks_px: np.ndarray,
+    margin: float,
+    zoom: tuple[float, float],
+) -> np.ndarray:
+    """The hand's crop zoomed out by a factor drawn log-uniformly in ``zoom`` and shifted at
+    random, the whole landmark box staying inside: what a finder gives when it misjudges a small
+    hand (too big, slid along the arm), so the first crop pass learns to find it there too."""
+    hand = crop_square(landmarks_px[None], margin)[0]
+    points = np.asarray(landmarks_px, dtype=np.float64)[:, :2]
+    extent = points.max(0) - points.min(0)
+    side = hand[2] * math.exp(rng.uniform(math.log(zoom[0]), math.log(zoom[1])))
+    room = np.maximum(side - extent, 0.0) / 2  # how far the centre may move, per axis
+    centre = (points.min(0) + points.max(0)) / 2 + rng.uniform(-room, room)
+    return np.array([centre[0], centre[1], side])

@@ -371,6 +371,7 @@ class TrainParams:
     crop_margin: float = 1.5  # crop side = margin x the larger side of the hand's landmark box
     crop_context: float = 1.25  # training crops are cut this much wider: room for the jitter
     miss_fraction: float = 0.2  # per hand image, one more crop that misses the hand (presence 0)
+    wide_fraction: float = 0.0  # per hand image, one more that shows it small, off centre
     presence_weight: float = 1.0  # weight of the presence head's binary cross-entropy
     head: str = "integral"  # pooled_mlp | integral | simcc
     width: float = 0.5  # MobileNetV2 width multiplier (1: the seed's; 0.5: a third of the compute)
@@ -444,6 +445,7 @@ class TrainParams:
         _check(1.0 <= self.crop_margin <= 4.0, "train.crop_margin", "must be in [1, 4]")
         _check(1.0 <= self.crop_context <= 2.0, "train.crop_context", "must be in [1, 2]")
         _check(0 <= self.miss_fraction <= 1, "train.miss_fraction", "must be in [0, 1]")
+        _check(0 <= self.wide_fraction <= 1, "train.wide_fraction", "must be in [0, 1]")
         _check(self.presence_weight >= 0, "train.presence_weight", "must be >= 0")
         _check(self.loss in self.LOSSES, "train.loss", f"must be one of {self.LOSSES}")
         _check(self.device in self.DEVICES, "train.device", f"must be one of {self.DEVICES}")
@@ -579,6 +581,7 @@ def pretrain_params_for(pretrain: PretrainParams, train: TrainParams) -> TrainPa
         z_weight=0.0,
         score_weight_power=0.0,
         source_weights={},  # renders, not the run's data sets
+        wide_fraction=0.0,  # wide crops are cut from the teacher's table, not from renders
     )
 
 
@@ -638,6 +641,7 @@ def finder_params_for(finder: FinderParams, train: TrainParams) -> TrainParams:
         batch_size=finder.batch_size,
         scale_min=finder.scale_min,
         scale_max=finder.scale_max,
+        wide_fraction=0.0,  # the finder sees whole frames, not crops
     )
 
 

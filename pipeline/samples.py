@@ -4,8 +4,10 @@ Every top-down network sees squares (the crop layout, ``pipeline.crops``):
 
 - ``hand`` samples, for the landmark model: the teacher's landmarks' square (the "oracle" crop)
   of every image with a hand (presence 1), a square of the same size that misses the hand for a
-  ``miss_fraction`` of them (presence 0), and a random square of a hand's size in every image
-  where the teacher found no hand (presence 0);
+  ``miss_fraction`` of them (presence 0), a wider square that holds the hand small and off
+  centre for a ``wide_fraction`` of them (presence 1; training only: the finder's worst squares),
+  and a random square of a hand's size in every image where the teacher found no hand, with
+  a wide one beside it when there are wide crops (presence 0);
 - ``frame`` samples, for a finder: the square that holds the whole frame (the image letterboxed),
   presence = the teacher found a hand;
 - ``both``: the two together, for the cascade whose network is its own finder.
@@ -16,20 +18,31 @@ whole-frame student (squash or letterbox layout) has one sample per image.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline.crops import SQUARE_COLUMNS, crop_square, frame_squares, miss_square, random_square
+from pipeline.crops import (
+    SQUARE_COLUMNS,
+    crop_square,
+    frame_squares,
+    miss_square,
+    random_square,
+    wide_square,
+)
 from pipeline.data import SplitData, load_split
 from pipeline.keypoints import NUM_JOINTS, to_pixels
 from pipeline.params import TrainParams
 from pipeline.schema import DATASET, LANDMARK_COLUMNS
 
 KINDS = ("hand", "frame", "both")
-SAMPLE_KIND = "sample"  # column: oracle | miss | empty | frame
+SAMPLE_KIND = "sample"  # column: oracle | miss | wide | empty | wide_empty | frame
+# How much bigger than the hand's own crop a wide one is (log-uniform): the finder's squares on
+# small hands reach 2-4x the teacher's (docs/student.md, "Wide crops").
+WIDE_ZOOM = (1.5, 3.5)
 
 
 def has_hand(table: pd.DataFrame) -> np.ndarray:
@@ -56,9 +69,14 @@ def _with_squares(table: pd.DataFrame, squares: np.ndarray, presence, kind) -> p
 
 
 def hand_samples(
-    table: pd.DataFrame, margin: float, miss_fraction: float, seed: int
+    table: pd.DataFrame,
+    margin: float,
+    miss_fraction: float,
+    seed: int,
+    wide_fraction: float = 0.0,
 ) -> pd.DataFrame:
-    """Oracle crops of the hands, crops that miss them, and random crops of empty images."""
+    """Oracle crops of the hands, crops that miss them, wide crops that show them small, and
+    random crops of empty images (of a hand's size, and wide ones where there are wide hands)."""
     table = table.reset_index(drop=True)
     found = has_hand(table)
     squares = oracle_squares(table, margin)
@@ -72,21 +90,37 @@ def hand_samples(
     width, height = table["width"].to_numpy(np.float64), table["height"].to_numpy(np.float64)
     points = landmarks_px(table)
     parts = [_with_squares(table[found], squares[found], True, "oracle")]
-    empty, missing = [], []
+    empty, missing, wide, wide_empty = [], [], [], []
     for row in range(len(table)):
+        side = typical[row]
+        if not np.isfinite(side):
+            side = min(width[row], height[row]) / 2
+        if wide_fraction > 0:
+            # A stream of its own: the other samples stay what they were without wide ones.
+            wide_rng = np.random.default_rng([seed, 0x31DE, row])
+            if found[row] and wide_rng.random() < wide_fraction:
+                wide.append((row, wide_square(wide_rng, points[row], margin, WIDE_ZOOM)))
+            elif not found[row]:
+                # Every frame without a hand gets one as well: wide positives alone taught the
+                # crop pass to call clutter in a big square a hand (false alarms on empty frames).
+                zoom = math.exp(wide_rng.uniform(*np.log(WIDE_ZOOM)))
+                square = random_square(wide_rng, width[row], height[row], side * zoom, None)
+                wide_empty.append((row, square))
         rng = np.random.default_rng([seed, 0xC209, row])
         if not found[row]:
-            side = typical[row]
-            if not np.isfinite(side):
-                side = min(width[row], height[row]) / 2
             empty.append((row, random_square(rng, width[row], height[row], side, None)))
         elif rng.random() < miss_fraction:
             missing.append((row, miss_square(rng, points[row], width[row], height[row], margin)))
-    for rows, kind in ((missing, "miss"), (empty, "empty")):
+    for rows, kind, presence in (
+        (missing, "miss", False),
+        (wide, "wide", True),
+        (empty, "empty", False),
+        (wide_empty, "wide_empty", False),
+    ):
         if rows:
             index = [row for row, _ in rows]
             selected = table.iloc[index]
-            parts.append(_with_squares(selected, np.stack([s for _, s in rows]), False, kind))
+            parts.append(_with_squares(selected, np.stack([s for _, s in rows]), presence, kind))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -98,29 +132,41 @@ def frame_samples(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def samples_for(
-    table: pd.DataFrame, kind: str, margin: float, miss_fraction: float, seed: int
+    table: pd.DataFrame,
+    kind: str,
+    margin: float,
+    miss_fraction: float,
+    seed: int,
+    wide_fraction: float = 0.0,
 ) -> pd.DataFrame:
     if kind not in KINDS:
         raise ValueError(f"unknown sample kind {kind!r}; expected one of {KINDS}")
     if kind == "frame":
         return frame_samples(table)
-    hands = hand_samples(table, margin, miss_fraction, seed)
+    hands = hand_samples(table, margin, miss_fraction, seed, wide_fraction)
     if kind == "hand":
         return hands
     return pd.concat([hands, frame_samples(table)], ignore_index=True)
 
 
 def split_samples(
-    table: pd.DataFrame, params: TrainParams, kind: str, miss_seed_offset: int = 0
+    table: pd.DataFrame,
+    params: TrainParams,
+    kind: str,
+    miss_seed_offset: int = 0,
+    training: bool = True,
 ) -> pd.DataFrame:
-    """The samples of one split's rows: for the crop layout as ``samples_for`` makes them, for
-    the whole-frame layouts the rows themselves (presence: the teacher found a hand)."""
+    """The samples of one split's rows: for the crop layout as ``samples_for`` makes them (wide
+    crops only for ``training``: validation measures the crop model where it is meant to be
+    precise), for the whole-frame layouts the rows themselves (presence: the teacher found a
+    hand)."""
     if params.input_layout != "crop":
         rows = table.reset_index(drop=True).copy()
         rows["presence"] = has_hand(rows)
         return rows
     seed = params.seed + miss_seed_offset
-    return samples_for(table, kind, params.crop_margin, params.miss_fraction, seed)
+    wide_fraction = params.wide_fraction if training else 0.0
+    return samples_for(table, kind, params.crop_margin, params.miss_fraction, seed, wide_fraction)
 
 
 def dataset_weights(table: pd.DataFrame, params: TrainParams) -> np.ndarray:
@@ -148,7 +194,9 @@ def training_splits(
     size, layout = params.image_size, params.input_layout
     table = table[dataset_weights(table, params) > 0]
     train_rows = split_samples(table[table["split"] == "train"], params, kind)
-    validation_rows = split_samples(table[table["split"] == "validation"], params, kind, 1)
+    validation_rows = split_samples(
+        table[table["split"] == "validation"], params, kind, 1, training=False
+    )
     squares, cached = None, size
     if layout == "crop":
         squares = train_rows[list(SQUARE_COLUMNS)].to_numpy(np.float64)

@@ -18,7 +18,13 @@ from pipeline.evaluation import calibrate_finder_margin, evaluate_outputs, run_s
 from pipeline.export import export_student
 from pipeline.params import FinderParams, TrainParams, finder_params_for
 from pipeline.predict import predict_path
-from pipeline.samples import hand_samples, oracle_squares, training_splits
+from pipeline.samples import (
+    WIDE_ZOOM,
+    hand_samples,
+    oracle_squares,
+    split_samples,
+    training_splits,
+)
 from pipeline.schema import LANDMARK_COLUMNS, TRUTH_COLUMNS
 from pipeline.student import (
     FINDER_VETO,
@@ -102,6 +108,41 @@ def test_training_samples_are_oracle_crops_misses_and_empty_frames(tmp_path):
         assert not inside.any()
     again = hand_samples(table, margin=1.5, miss_fraction=0.5, seed=0)
     pd.testing.assert_frame_equal(samples, again)  # the same every time
+
+
+def test_wide_crops_hold_the_whole_hand_small_and_leave_the_other_samples_alone(tmp_path):
+    table, _ = photo_table(tmp_path, 12, 3, seed=5)
+    plain = hand_samples(table, margin=1.5, miss_fraction=0.5, seed=0)
+    samples = hand_samples(table, margin=1.5, miss_fraction=0.5, seed=0, wide_fraction=0.6)
+    wide = samples[samples["sample"] == "wide"]
+    assert 1 <= len(wide) <= 11 and wide["presence"].all()
+    # the oracle, miss and empty samples are exactly those made without wide ones
+    wide_kinds = samples["sample"].isin(["wide", "wide_empty"])
+    pd.testing.assert_frame_equal(samples[~wide_kinds].reset_index(drop=True), plain)
+    # every frame without a hand gets a wide negative too, bigger than its hand-sized one
+    empty = plain[plain["sample"] == "empty"].set_index("path")
+    wide_empty = samples[samples["sample"] == "wide_empty"].set_index("path")
+    assert len(empty) >= 1 and set(wide_empty.index) == set(empty.index)
+    assert not wide_empty["presence"].any()
+    assert (wide_empty["crop_side"] > empty.loc[wide_empty.index, "crop_side"]).all()
+    points = table[LANDMARK_COLUMNS].to_numpy().reshape(-1, 21, 3)[:12, :, :2] * (WIDTH, HEIGHT)
+    low, high = WIDE_ZOOM
+    for _, crop in wide.iterrows():
+        hand = points[int(crop["path"].split("-")[1][:2])]
+        square = crop[["crop_x", "crop_y", "crop_side"]].to_numpy(float)
+        zoom = square[2] / crop_square(hand[None], 1.5)[0, 2]
+        assert low - 1e-9 <= zoom <= high + 1e-9
+        x0, y0, x1, y1 = square_corners(square)
+        assert (hand[:, 0] >= x0).all() and (hand[:, 0] <= x1).all()
+        assert (hand[:, 1] >= y0).all() and (hand[:, 1] <= y1).all()
+    # off centre: not every wide crop is centred on its hand's box
+    centres = np.array([crop_square(points[int(p.split("-")[1][:2])][None], 1.5)[0, :2]
+                        for p in wide["path"]])  # fmt: skip
+    assert np.abs(wide[["crop_x", "crop_y"]].to_numpy(float) - centres).max() > 1.0
+    # validation measures the crop model where it must be precise: no wide crops there
+    params = replace(TRAIN, wide_fraction=0.6)
+    assert "wide" not in set(split_samples(table, params, "hand", 1, training=False)["sample"])
+    assert "wide" in set(split_samples(table, params, "hand")["sample"])
 
 
 def test_both_passes_find_the_hand_then_read_it_in_the_crop(trained, student):
