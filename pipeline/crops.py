@@ -169,6 +169,11 @@ def miss_square(
     return random_square(rng, width, height, hand[2], box)
 
 
+def log_uniform_zoom(rng: np.random.Generator, zoom: tuple[float, float]) -> float:
+    """A zoom factor drawn log-uniformly in ``zoom``: 2x wider as likely as 2x narrower."""
+    return math.exp(rng.uniform(math.log(zoom[0]), math.log(zoom[1])))
+
+
 def wide_square(
     rng: np.random.Generator,
     landmarks_px: np.ndarray,
@@ -181,7 +186,7 @@ def wide_square(
     hand = crop_square(landmarks_px[None], margin)[0]
     points = np.asarray(landmarks_px, dtype=np.float64)[:, :2]
     extent = points.max(0) - points.min(0)
-    side = hand[2] * math.exp(rng.uniform(math.log(zoom[0]), math.log(zoom[1])))
+    side = hand[2] * log_uniform_zoom(rng, zoom)
     room = np.maximum(side - extent, 0.0) / 2  # how far the centre may move, per axis
     centre = (points.min(0) + points.max(0)) / 2 + rng.uniform(-room, room)
     return np.array([centre[0], centre[1], side])

@@ -18,7 +18,6 @@ whole-frame student (squash or letterbox layout) has one sample per image.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from pipeline.crops import (
     SQUARE_COLUMNS,
     crop_square,
     frame_squares,
+    log_uniform_zoom,
     miss_square,
     random_square,
     wide_square,
@@ -103,7 +103,7 @@ def hand_samples(
             elif not found[row]:
                 # Every frame without a hand gets one as well: wide positives alone taught the
                 # crop pass to call clutter in a big square a hand (false alarms on empty frames).
-                zoom = math.exp(wide_rng.uniform(*np.log(WIDE_ZOOM)))
+                zoom = log_uniform_zoom(wide_rng, WIDE_ZOOM)
                 square = random_square(wide_rng, width[row], height[row], side * zoom, None)
                 wide_empty.append((row, square))
         rng = np.random.default_rng([seed, 0xC209, row])
