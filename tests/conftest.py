@@ -25,6 +25,16 @@ def teacher_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_repro(tmp_path_factory, teacher_model) -> tuple[Path, str]:
+    """A throw-away repo after one real `dvc repro` of the tiny chain, and that run's output.
+    Tests copy it (``tests.dvc_repo.copy_repo``) and never change it."""
+    from tests.dvc_repo import TINY_PARAMS, make_repo, run
+
+    root = make_repo(tmp_path_factory.mktemp("tiny_repro"), TINY_PARAMS)
+    return root, run(["dvc", "repro"], root)
+
+
+@pytest.fixture(scope="session")
 def digits_root() -> Path:
     if not SHARED_DIGITS.is_dir():
         pytest.skip(f"real hand photos not found at {SHARED_DIGITS} (../shared is absent)")

@@ -19,6 +19,24 @@ COPIED = [
     ".gitignore",
 ]
 GIT = ["git", "-c", "user.name=tests", "-c", "user.email=tests@localhost"]
+# The whole chain in about a minute: a few small images, one or two epochs of everything.
+TINY_PARAMS = {
+    "synthetic": {"num_images": 24, "width": 320, "height": 240, "num_subjects": 4},
+    "landmarks": {"workers": 2},
+    "pretrain": {
+        "num_images": 8,
+        "validation_images": 4,
+        "width": 96,
+        "height": 72,
+        "num_subjects": 3,
+        "epochs": 1,
+        "batch_size": 4,
+        "workers": 1,
+    },
+    "finder": {"image_size": 32, "epochs": 2, "batch_size": 4},
+    "train": {"image_size": 32, "epochs": 2, "batch_size": 4, "threads": 2},
+    "evaluate": {"grid_images": 4},
+}
 
 
 def run(command: list[str], cwd: Path) -> str:
@@ -43,6 +61,14 @@ def make_repo(root: Path, params: dict[str, dict]) -> Path:
     run(["git", "init", "-q"], root)
     commit(root, "pipeline")
     return root
+
+
+def copy_repo(source: Path, target: Path) -> Path:
+    """An independent copy of a throw-away repo, its git history, DVC cache and outputs
+    included: tests that need the tiny chain's results start from one `dvc repro` instead of
+    each running their own (DVC re-hashes the copied files once; they match the lock)."""
+    shutil.copytree(source, target, symlinks=True)
+    return target
 
 
 def commit(root: Path, message: str) -> None:

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.dvc_repo import commit, make_repo, run
-from tests.test_pipeline_e2e import TINY_PARAMS
+from tests.dvc_repo import commit, copy_repo, run
 
 GRID = {"q-one-epoch": "train.epochs=1", "q-low-lr": "train.lr=0.001"}
 QUEUE_TIMEOUT_S = 240
@@ -64,10 +63,9 @@ def experiments(shown: list) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_queued_grid_runs_and_is_compared(tmp_path, teacher_model):
-    repo = make_repo(tmp_path / "repo", TINY_PARAMS)
+def test_queued_grid_runs_and_is_compared(tmp_path, tiny_repro):
+    repo = copy_repo(tiny_repro[0], tmp_path / "repo")  # after `dvc repro`
     baseline = yaml.safe_load((repo / "params.yaml").read_text())["train"]
-    run(["dvc", "repro"], repo)
     commit(repo, "baseline")
     for name, assignment in GRID.items():
         run(["dvc", "exp", "run", "--queue", "-S", assignment, "-n", name], repo)

@@ -11,35 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.dvc_repo import commit, make_repo, run
-
-TINY_PARAMS = {
-    "synthetic": {"num_images": 24, "width": 320, "height": 240, "num_subjects": 4},
-    "landmarks": {"workers": 2},
-    "pretrain": {
-        "num_images": 8,
-        "validation_images": 4,
-        "width": 96,
-        "height": 72,
-        "num_subjects": 3,
-        "epochs": 1,
-        "batch_size": 4,
-        "workers": 1,
-    },
-    "finder": {"image_size": 32, "epochs": 2, "batch_size": 4},
-    "train": {"image_size": 32, "epochs": 2, "batch_size": 4, "threads": 2},
-    "evaluate": {"grid_images": 4},
-}
-
+from tests.dvc_repo import commit, copy_repo, run
 
 FIRST_REPRO = {}  # the first `dvc repro`'s output, for the tests that read it
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, teacher_model) -> Path:
-    root = make_repo(tmp_path_factory.mktemp("repo"), TINY_PARAMS)
-    FIRST_REPRO["output"] = run(["dvc", "repro"], root)
-    return root
+def repo(tmp_path_factory, tiny_repro) -> Path:
+    source, FIRST_REPRO["output"] = tiny_repro
+    return copy_repo(source, tmp_path_factory.mktemp("e2e") / "repo")
 
 
 def read_json(path: Path) -> dict:

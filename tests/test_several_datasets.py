@@ -21,8 +21,7 @@ from pipeline.batching import batches
 from pipeline.params import ParamsError, TrainParams, params_from_dict
 from pipeline.samples import training_splits
 from pipeline.schema import DATASET, image_paths
-from tests.dvc_repo import commit, make_repo, run
-from tests.test_pipeline_e2e import TINY_PARAMS
+from tests.dvc_repo import TINY_PARAMS, commit, copy_repo, run
 from tests.test_top_down import photo_table
 
 DIGIT_PHOTOS = 30  # 3 per class
@@ -40,12 +39,16 @@ def digits_folder(tmp_path_factory, digits_root) -> Path:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, teacher_model, digits_folder) -> Path:
-    params = {**TINY_PARAMS, "data": {"extra_sources": {"digits": {
+def repo(tmp_path_factory, tiny_repro, digits_folder) -> Path:
+    """The tiny chain after its `dvc repro`, then a second data set added to params.yaml and
+    `dvc repro` again, as a user adds one."""
+    root = copy_repo(tiny_repro[0], tmp_path_factory.mktemp("several") / "repo")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["extra_sources"] = {"digits": {
         "source": "folders", "root": str(digits_folder),
         "validation_fraction": 0.25, "test_fraction": 0.3,
-    }}}}  # fmt: skip
-    root = make_repo(tmp_path_factory.mktemp("several"), params)
+    }}  # fmt: skip
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     root.joinpath("repro.log").write_text(run(["dvc", "repro"], root))
     return root
 
@@ -57,6 +60,8 @@ def read_json(path: Path) -> dict:
 def test_each_data_set_is_labelled_by_its_own_stage(repo):
     output = repo.joinpath("repro.log").read_text()
     assert "Running stage 'landmarks_source@digits'" in output
+    # the main data set's labels, already made, are not made again
+    assert "Running stage 'landmarks':" not in output and "Running stage 'synthesize'" not in output
     assert f"digits: labelled {DIGIT_PHOTOS} images" in output
     own = read_json(repo / "metrics/landmarks/digits.json")
     assert own["images"] == DIGIT_PHOTOS
