@@ -39,6 +39,9 @@ from pipeline.keypoints import NUM_JOINTS
 from pipeline.machine import available_cores
 from pipeline.schema import LANDMARK_COLUMNS, TRUTH_COLUMNS, image_paths
 
+# Sample table column (``pipeline.samples``): False where the sample's presence is no target.
+TEACHES_PRESENCE = "teaches_presence"
+
 
 class DiskImages:
     """uint8 (N, 3, S, S) images in an unnamed temporary file, read back per batch.
@@ -222,6 +225,14 @@ class SplitData:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    @property
+    def teaches_presence(self) -> np.ndarray:
+        """(N,) bool: the sample's presence is a target of the presence head (the table's
+        ``TEACHES_PRESENCE`` column where it has one, e.g. not wide crops; else every sample)."""
+        if TEACHES_PRESENCE in self.table.columns:
+            return self.table[TEACHES_PRESENCE].to_numpy(bool)
+        return np.ones(len(self.table), dtype=bool)
 
     @property
     def presence(self) -> np.ndarray:

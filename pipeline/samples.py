@@ -5,9 +5,9 @@ Every top-down network sees squares (the crop layout, ``pipeline.crops``):
 - ``hand`` samples, for the landmark model: the teacher's landmarks' square (the "oracle" crop)
   of every image with a hand (presence 1), a square of the same size that misses the hand for a
   ``miss_fraction`` of them (presence 0), a wider square that holds the hand small and off
-  centre for a ``wide_fraction`` of them (presence 1; training only: the finder's worst squares),
-  and a random square of a hand's size in every image where the teacher found no hand, with
-  a wide one beside it when there are wide crops (presence 0);
+  centre for a ``wide_fraction`` of them (training only: the finder's worst squares; they teach
+  the landmarks, not the presence: ``TEACHES_PRESENCE``), and a random square of a hand's size
+  in every image where the teacher found no hand (presence 0);
 - ``frame`` samples, for a finder: the square that holds the whole frame (the image letterboxed),
   presence = the teacher found a hand;
 - ``both``: the two together, for the cascade whose network is its own finder.
@@ -28,18 +28,17 @@ from pipeline.crops import (
     SQUARE_COLUMNS,
     crop_square,
     frame_squares,
-    log_uniform_zoom,
     miss_square,
     random_square,
     wide_square,
 )
-from pipeline.data import SplitData, load_split
+from pipeline.data import TEACHES_PRESENCE, SplitData, load_split
 from pipeline.keypoints import NUM_JOINTS, to_pixels
 from pipeline.params import TrainParams
 from pipeline.schema import DATASET, LANDMARK_COLUMNS
 
 KINDS = ("hand", "frame", "both")
-SAMPLE_KIND = "sample"  # column: oracle | miss | wide | empty | wide_empty | frame
+SAMPLE_KIND = "sample"  # column: oracle | miss | wide | empty | frame
 # How much bigger than the hand's own crop a wide one is (log-uniform): the finder's squares on
 # small hands reach 2-4x the teacher's (docs/student.md, "Wide crops").
 WIDE_ZOOM = (1.5, 3.5)
@@ -65,6 +64,10 @@ def _with_squares(table: pd.DataFrame, squares: np.ndarray, presence, kind) -> p
     out[list(SQUARE_COLUMNS)] = squares
     out["presence"] = np.broadcast_to(np.asarray(presence, bool), len(table))
     out[SAMPLE_KIND] = kind
+    # Not wide crops: taught "hand" there, the crop pass called clutter in a big square a hand
+    # (false alarms on empty frames); wide negatives against that labelled the real close-ups
+    # the teacher missed "no hand" and cost presence there (docs/student.md, "Wide crops").
+    out[TEACHES_PRESENCE] = kind != "wide"
     return out
 
 
@@ -76,7 +79,7 @@ def hand_samples(
     wide_fraction: float = 0.0,
 ) -> pd.DataFrame:
     """Oracle crops of the hands, crops that miss them, wide crops that show them small, and
-    random crops of empty images (of a hand's size, and wide ones where there are wide hands)."""
+    random crops of a hand's size in empty images."""
     table = table.reset_index(drop=True)
     found = has_hand(table)
     squares = oracle_squares(table, margin)
@@ -90,24 +93,18 @@ def hand_samples(
     width, height = table["width"].to_numpy(np.float64), table["height"].to_numpy(np.float64)
     points = landmarks_px(table)
     parts = [_with_squares(table[found], squares[found], True, "oracle")]
-    empty, missing, wide, wide_empty = [], [], [], []
+    empty, missing, wide = [], [], []
     for row in range(len(table)):
-        side = typical[row]
-        if not np.isfinite(side):
-            side = min(width[row], height[row]) / 2
-        if wide_fraction > 0:
+        if wide_fraction > 0 and found[row]:
             # A stream of its own: the other samples stay what they were without wide ones.
             wide_rng = np.random.default_rng([seed, 0x31DE, row])
-            if found[row] and wide_rng.random() < wide_fraction:
+            if wide_rng.random() < wide_fraction:
                 wide.append((row, wide_square(wide_rng, points[row], margin, WIDE_ZOOM)))
-            elif not found[row]:
-                # Every frame without a hand gets one as well: wide positives alone taught the
-                # crop pass to call clutter in a big square a hand (false alarms on empty frames).
-                zoom = log_uniform_zoom(wide_rng, WIDE_ZOOM)
-                square = random_square(wide_rng, width[row], height[row], side * zoom, None)
-                wide_empty.append((row, square))
         rng = np.random.default_rng([seed, 0xC209, row])
         if not found[row]:
+            side = typical[row]
+            if not np.isfinite(side):
+                side = min(width[row], height[row]) / 2
             empty.append((row, random_square(rng, width[row], height[row], side, None)))
         elif rng.random() < miss_fraction:
             missing.append((row, miss_square(rng, points[row], width[row], height[row], margin)))
@@ -115,7 +112,6 @@ def hand_samples(
         (missing, "miss", False),
         (wide, "wide", True),
         (empty, "empty", False),
-        (wide_empty, "wide_empty", False),
     ):
         if rows:
             index = [row for row, _ in rows]

@@ -102,6 +102,8 @@ class StepContext:
     codec: LandmarkCodec
     frame: torch.Tensor  # (N, joints, 3) train landmarks in the input frame, z not standardised
     presence: torch.Tensor  # (N,) 1: the sample shows the hand (its landmarks are a target)
+    # (N,) 1 where the presence is a target (None: everywhere), 0 e.g. on wide crops
+    presence_taught: torch.Tensor | None
     aspect: torch.Tensor  # (N,) width / height of the picture each input shows
     zoom: float  # from the cached picture to the model's input (train.crop_context for crops)
     weights: torch.Tensor | None  # (N,) per-sample loss weights
@@ -351,7 +353,8 @@ def train_step(
     with autocast(device):
         outputs = step_model(x)
     loss = batch_loss(state.model, outputs, y, landmarks, params, context.loss_fn,
-                      context.weights, index, context.presence)  # fmt: skip
+                      context.weights, index, context.presence,
+                      context.presence_taught)  # fmt: skip
     if not torch.isfinite(loss):
         return loss  # the caller stops the run with a message
     state.optimizer.zero_grad(set_to_none=True)
@@ -501,6 +504,11 @@ def step_context(
         codec=codec,
         frame=torch.tensor(frame.astype(np.float32)),
         presence=torch.tensor(shows, dtype=torch.float32),
+        presence_taught=(
+            None
+            if train.teaches_presence.all()
+            else torch.tensor(train.teaches_presence, dtype=torch.float32)
+        ),
         aspect=torch.tensor(codec.aspect(train.width, train.height)),
         zoom=params.crop_context if params.input_layout == "crop" else 1.0,
         weights=sample_weights(train, params.score_weight_power),
@@ -624,10 +632,12 @@ def batch_loss(
     weights: torch.Tensor | None,
     index: torch.Tensor,
     presence: torch.Tensor | None = None,
+    presence_taught: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Coordinate loss (+ distribution KL for the spatial heads) over the samples that show the
     hand, optionally sample-weighted, plus ``train.presence_weight`` times the presence head's
-    binary cross-entropy over all of them (``presence``: (N,) 1 where the sample shows it)."""
+    binary cross-entropy over all of them (``presence``: (N,) 1 where the sample shows it), or
+    over those where ``presence_taught`` (N,) is 1."""
     coords = outputs.coords.float()
     shows = None if presence is None else presence[index].to(coords.device)
     every_sample_shows = shows is None or bool(shows.all())
@@ -649,6 +659,12 @@ def batch_loss(
                 w = w * shows
             loss = (per_sample * w).sum() / w.sum().clamp_min(1e-12)
     if shows is not None and params.presence_weight > 0:
-        presence_loss = F.binary_cross_entropy_with_logits(outputs.presence.float(), shows)
+        logits = outputs.presence.float()
+        if presence_taught is None:
+            presence_loss = F.binary_cross_entropy_with_logits(logits, shows)
+        else:
+            taught = presence_taught[index].to(logits.device)
+            each = F.binary_cross_entropy_with_logits(logits, shows, reduction="none")
+            presence_loss = (each * taught).sum() / taught.sum().clamp_min(1.0)
         loss = loss + params.presence_weight * presence_loss
     return loss

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.checkpoint import BEST, load_checkpoint, set_crop_margin
 from pipeline.crops import crop_square, square_corners
+from pipeline.data import TEACHES_PRESENCE
 from pipeline.evaluation import calibrate_finder_margin, evaluate_outputs, run_student
 from pipeline.export import export_student
 from pipeline.params import FinderParams, TrainParams, finder_params_for
@@ -116,15 +117,14 @@ def test_wide_crops_hold_the_whole_hand_small_and_leave_the_other_samples_alone(
     samples = hand_samples(table, margin=1.5, miss_fraction=0.5, seed=0, wide_fraction=0.6)
     wide = samples[samples["sample"] == "wide"]
     assert 1 <= len(wide) <= 11 and wide["presence"].all()
+    # they teach the landmarks, not the presence; every other sample teaches both
+    assert not wide[TEACHES_PRESENCE].any()
+    assert samples.loc[samples["sample"] != "wide", TEACHES_PRESENCE].all()
     # the oracle, miss and empty samples are exactly those made without wide ones
-    wide_kinds = samples["sample"].isin(["wide", "wide_empty"])
-    pd.testing.assert_frame_equal(samples[~wide_kinds].reset_index(drop=True), plain)
-    # every frame without a hand gets a wide negative too, bigger than its hand-sized one
-    empty = plain[plain["sample"] == "empty"].set_index("path")
-    wide_empty = samples[samples["sample"] == "wide_empty"].set_index("path")
-    assert len(empty) >= 1 and set(wide_empty.index) == set(empty.index)
-    assert not wide_empty["presence"].any()
-    assert (wide_empty["crop_side"] > empty.loc[wide_empty.index, "crop_side"]).all()
+    assert set(samples["sample"]) == set(plain["sample"]) | {"wide"}
+    pd.testing.assert_frame_equal(
+        samples[samples["sample"] != "wide"].reset_index(drop=True), plain
+    )
     points = table[LANDMARK_COLUMNS].to_numpy().reshape(-1, 21, 3)[:12, :, :2] * (WIDTH, HEIGHT)
     low, high = WIDE_ZOOM
     for _, crop in wide.iterrows():

@@ -124,6 +124,29 @@ def test_each_loss_is_finite_and_goes_down_on_a_fixed_batch(loss, head, distribu
     assert losses[-1] < 0.6 * losses[0]
 
 
+def test_samples_that_teach_no_presence_leave_the_presence_loss_alone():
+    """Wide crops show the hand (their landmarks are a target) but are no presence target: the
+    loss does not depend on their presence logit at all; with every sample taught it is the
+    plain mean."""
+    torch.manual_seed(0)
+    data = skeleton_split(4)
+    params = dataclasses.replace(TINY, dropout=0.0, head="integral", distribution_weight=1.0)
+    model = build_model(ModelConfig.for_training(params)).eval()
+    codec = LandmarkCodec.fit(data.landmarks)
+    frame = torch.tensor(data.landmarks, dtype=torch.float32)
+    outputs = model.forward_train(data.images.float() / 255)
+    shows = torch.tensor([1.0, 0.0, 1.0, 1.0])
+
+    def loss(taught):
+        return batch_loss(model, outputs, codec.standardise(frame), frame, params,
+                          loss_for(params), None, torch.arange(4), shows,
+                          None if taught is None else torch.tensor(taught))  # fmt: skip
+
+    (gradient,) = torch.autograd.grad(loss([1.0, 1.0, 0.0, 0.0]), outputs.presence)
+    assert torch.all(gradient[2:] == 0) and torch.all(gradient[:2] != 0)
+    assert loss([1.0] * 4).item() == pytest.approx(loss(None).item(), rel=1e-6)
+
+
 def test_wing_is_logarithmic_then_linear_and_continuous():
     omega, epsilon = 0.05, 0.01
     e = torch.tensor([0.0, 0.01, omega - 1e-6, omega + 1e-6, 0.5])
