@@ -371,7 +371,7 @@ class TrainParams:
     crop_margin: float = 1.5  # crop side = margin x the larger side of the hand's landmark box
     crop_context: float = 1.25  # training crops are cut this much wider: room for the jitter
     miss_fraction: float = 0.2  # per hand image, one more crop that misses the hand (presence 0)
-    wide_fraction: float = 0.0  # per hand image, one more that shows it small, off centre
+    wide_fraction: float = 0.3  # per hand image, one more that shows it small, off centre
     presence_weight: float = 1.0  # weight of the presence head's binary cross-entropy
     head: str = "integral"  # pooled_mlp | integral | simcc
     width: float = 0.5  # MobileNetV2 width multiplier (1: the seed's; 0.5: a third of the compute)
