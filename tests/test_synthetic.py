@@ -211,3 +211,38 @@ def test_teacher_finds_the_hand_where_the_truth_says(tmp_path):
     assert np.mean(errors) < 0.15
     assert np.mean(shuffled_errors) > 2 * np.mean(errors)
     assert np.mean(same_label) >= 0.75, "the handedness label must be the one MediaPipe gives"
+
+
+def test_a_sphere_chain_draws_what_its_spheres_draw_one_by_one():
+    # The renderer draws each tube as one chain; `sphere` is the reference it must equal exactly
+    # (depth, layer, element and normal per pixel), over a surface that already holds something
+    # in front, behind and on another layer, with chains that leave the frame.
+    from pipeline.sources.synthetic.raster import _Surface
+
+    rng = np.random.default_rng(5)
+    for trial in range(12):
+        reference, chained = _Surface(96, 72), _Surface(96, 72)
+        for surface in (reference, chained):
+            surface.sphere(40.0, 30.0, 5.0, 20.0, 1.0, element=0, layer=1)
+            surface.sphere(70.0, 50.0, -30.0, 15.0, 0.8, element=1, layer=2)
+        count = int(rng.integers(2, 40))
+        start, end = rng.uniform(-20, 110, 2), rng.uniform(-20, 110, 2)
+        t = np.linspace(0.0, 1.0, count)
+        cols, rows = (start[:, None] + (end - start)[:, None] * t).astype(np.float64)
+        depths = rng.uniform(-10, 10) + rng.uniform(-5, 5) * t
+        radii = rng.uniform(2, 12) + rng.uniform(-2, 2) * t
+        axis = rng.normal(size=3)
+        axis /= np.linalg.norm(axis)
+        inner = (t > 0) & (t < 1)
+        flatness, layer = float(rng.choice([1.0, 0.62])), int(rng.integers(0, 3))
+        for k in range(count):
+            reference.sphere(
+                cols[k], rows[k], depths[k], radii[k], flatness, 2, axis if inner[k] else None,
+                layer,
+            )  # fmt: skip
+        chained.sphere_chain(cols, rows, depths, radii, flatness, 2, axis, inner, layer)
+        for name in ("depth", "layer", "element", "normal"):
+            np.testing.assert_array_equal(
+                getattr(chained, name), getattr(reference, name), err_msg=f"{name}, trial {trial}"
+            )
+        assert (chained.element == 2).any() or layer == 0

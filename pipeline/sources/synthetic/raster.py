@@ -68,6 +68,89 @@ class _Surface:
         normal /= np.linalg.norm(normal, axis=-1, keepdims=True) + 1e-6
         self.normal[y0:y1, x0:x1][wins] = normal
 
+    def sphere_chain(
+        self,
+        cols: np.ndarray,
+        rows: np.ndarray,
+        depths: np.ndarray,
+        radii: np.ndarray,
+        flatness: float,
+        element: int,
+        axis: np.ndarray | None,
+        inner: np.ndarray,
+        layer: int = 1,
+    ) -> None:
+        """``sphere`` for a chain of spheres at once: the same surface as calling it for each in
+        turn (``axis`` only on the ``inner`` ones), bit for bit, with a Python step per sphere
+        of three array operations instead of twenty: the renderer's hottest loop (a 640x480
+        render took 45 ms with one call per sphere, 36 ms with this)."""
+        # Consecutive spheres overlap, so a few at a time share one window: up to 400k
+        # sphere-pixels, a few MB per float64 array.
+        start = 0
+        while start < len(cols):
+            stop = start + 1
+            x0, x1 = _window(cols[start], radii[start], self.width)
+            y0, y1 = _window(rows[start], radii[start], self.height)
+            while stop < len(cols):
+                nx0, nx1 = _window(cols[stop], radii[stop], self.width)
+                ny0, ny1 = _window(rows[stop], radii[stop], self.height)
+                area = (max(x1, nx1) - min(x0, nx0)) * (max(y1, ny1) - min(y0, ny0))
+                if area * (stop - start + 1) > 400_000:
+                    break
+                x0, x1, y0, y1 = min(x0, nx0), max(x1, nx1), min(y0, ny0), max(y1, ny1)
+                stop += 1
+            if x0 < x1 and y0 < y1:
+                self._chain_window(
+                    slice(start, stop), (y0, y1, x0, x1), cols, rows, depths, radii,
+                    flatness, element, axis, inner, layer,
+                )  # fmt: skip
+            start = stop
+
+    def _chain_window(
+        self, chunk, window, cols, rows, depths, radii, flatness, element, axis, inner, layer
+    ) -> None:
+        y0, y1, x0, x1 = window
+        # float64 like ``sphere``, whose numpy scalars promote the float32 pixel grid.
+        dx = self.xs[x0:x1][None, None, :] - cols[chunk][:, None, None]
+        dy = self.ys[y0:y1][None, :, None] - rows[chunk][:, None, None]
+        r = radii[chunk][:, None, None]
+        lift2 = r * r - dx * dx - dy * dy
+        lift = np.sqrt(np.maximum(lift2, 0.0))
+        depth = depths[chunk][:, None, None] + flatness * lift
+        depth = np.where(lift2 > 0, depth, -np.inf)
+        # What each sphere must beat, as in ``_in_front``: a higher layer takes any pixel, a
+        # lower one none, the same layer only in front of the depth stored so far (float32).
+        layers = self.layer[y0:y1, x0:x1]
+        beat = np.where(layers == layer, self.depth[y0:y1, x0:x1], np.float32(np.inf))
+        beat[layer > layers] = -np.inf
+        winner = np.full(beat.shape, -1, dtype=np.int64)
+        for k in range(len(depth)):
+            wins = depth[k] > beat
+            np.copyto(beat, depth[k], where=wins)
+            np.copyto(winner, k, where=wins)
+        drawn = winner >= 0
+        if not drawn.any():
+            return
+        ks = winner[drawn]
+        pixel_rows, pixel_cols = np.nonzero(drawn)
+        self.depth[y0:y1, x0:x1][drawn] = beat[drawn]
+        self.layer[y0:y1, x0:x1][drawn] = layer
+        self.element[y0:y1, x0:x1][drawn] = element
+        normal = np.stack(
+            [
+                dx[ks, 0, pixel_cols],
+                -dy[ks, pixel_rows, 0],
+                lift[ks, pixel_rows, pixel_cols] / flatness,
+            ],
+            axis=-1,
+        )
+        if axis is not None:
+            tube = inner[chunk][ks]
+            along = normal[tube] @ axis
+            normal[tube] -= along[:, None] * axis
+        normal /= np.linalg.norm(normal, axis=-1, keepdims=True) + 1e-6
+        self.normal[y0:y1, x0:x1][drawn] = normal
+
     def _in_front(
         self, depth: np.ndarray, layer: int, y0: int, y1: int, x0: int, x1: int
     ) -> np.ndarray:
@@ -112,6 +195,11 @@ class _Surface:
         normal = np.stack([-slope_col, slope_row, np.ones_like(depth)], axis=-1)[wins]
         normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
         self.normal[y0:y1, x0:x1][wins] = normal
+
+
+def _window(centre: float, radius: float, size: int) -> tuple[int, int]:
+    """The pixel range ``sphere`` scans for a sphere at ``centre`` along one axis."""
+    return max(int(centre - radius), 0), min(int(centre + radius) + 2, size)
 
 
 @dataclass
@@ -192,10 +280,11 @@ class Scene:
         drawn = max(length - trim_end_cm * camera.px_per_cm, 0.0)
         # Spheres closer than a third of their radius leave no visible ripple in the outline.
         count = int(np.ceil(drawn / max(min(r0, r1) * 0.3, 0.5))) + 1
-        for t in np.linspace(0.0, 1.0, count):
-            centre = start + axis * drawn * t
-            radius = r0 + (r1 - r0) * t * drawn / max(length, 1e-6)
-            col, row = camera.to_image(centre)[0]
-            inner = 0.0 < t < 1.0 and length > 0
-            tube_axis = axis if inner else None
-            self.surface.sphere(col, row, centre[2], radius, flatness, element, tube_axis, layer)
+        t = np.linspace(0.0, 1.0, count)
+        centres = start + axis * drawn * t[:, None]
+        radii = r0 + (r1 - r0) * t * drawn / max(length, 1e-6)
+        image = camera.to_image(centres)
+        inner = (0.0 < t) & (t < 1.0) & (length > 0)
+        self.surface.sphere_chain(
+            image[:, 0], image[:, 1], centres[:, 2], radii, flatness, element, axis, inner, layer
+        )
