@@ -45,9 +45,10 @@ class _Surface:
 
         With ``axis`` (unit, camera frame) the sphere is an inner link of a swept tube: its normal
         loses the component along the tube, so the chain of spheres shades like a smooth cylinder.
+        ``Scene.sweep`` draws its tubes with ``sphere_chain``, which must equal this per sphere.
         """
-        x0, x1 = max(int(cx - radius), 0), min(int(cx + radius) + 2, self.width)
-        y0, y1 = max(int(cy - radius), 0), min(int(cy + radius) + 2, self.height)
+        x0, x1 = _window(cx, radius, self.width)
+        y0, y1 = _window(cy, radius, self.height)
         if x0 >= x1 or y0 >= y1:
             return
         dx = self.xs[x0:x1] - cx
@@ -283,8 +284,8 @@ class Scene:
         t = np.linspace(0.0, 1.0, count)
         centres = start + axis * drawn * t[:, None]
         radii = r0 + (r1 - r0) * t * drawn / max(length, 1e-6)
-        image = camera.to_image(centres)
+        pixels = camera.to_image(centres)
         inner = (0.0 < t) & (t < 1.0) & (length > 0)
         self.surface.sphere_chain(
-            image[:, 0], image[:, 1], centres[:, 2], radii, flatness, element, axis, inner, layer
+            pixels[:, 0], pixels[:, 1], centres[:, 2], radii, flatness, element, axis, inner, layer
         )
