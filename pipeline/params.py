@@ -526,10 +526,12 @@ def run_differences(saved: dict, wanted: TrainParams) -> list[str]:
 
 @dataclass(frozen=True)
 class PretrainParams:
-    """Pre-training on rendered hands with their TRUE landmarks (no teacher), for
-    ``train.pretrained=synthetic``. The architecture, loss and augmentation are the train
-    section's; this section sets the data and the schedule. ``num_images: 0`` switches the stage
-    off (it then writes a marker that train.pretrained=synthetic refuses)."""
+    """Pre-training on rendered hands, for ``train.pretrained=synthetic``, labelled by their TRUE
+    landmarks or by the teacher (``labels``). The architecture, loss and augmentation are the
+    train section's; this section sets the data and the schedule. ``num_images: 0`` switches the
+    stage off (it then writes a marker that train.pretrained=synthetic refuses)."""
+
+    LABELS = ("truth", "teacher")
 
     num_images: int = 2000
     validation_images: int = 100
@@ -545,8 +547,17 @@ class PretrainParams:
     lr: float = 3e-3
     batch_size: int = 16
     workers: int = 0  # rendering processes; 0: one per CPU core
+    # truth: the renderer's landmarks. teacher: MediaPipe's answer on each render (the landmarks
+    # section's settings), what the train stage's labels are; renders it finds no hand in, or
+    # several, are left out (counted in metrics/pretrain.json).
+    labels: str = "truth"
 
     def __post_init__(self) -> None:
+        _check(
+            self.labels in self.LABELS,
+            "pretrain.labels",
+            f"must be one of {self.LABELS}, got {self.labels!r}",
+        )
         _check(self.num_images >= 0, "pretrain.num_images", "must be >= 0 (0: no pretraining)")
         _check(
             self.num_images == 0 or self.num_images >= 2,

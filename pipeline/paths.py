@@ -40,6 +40,7 @@ DROPPED = Path("data/split/dropped.csv")
 SPLIT_METRICS = Path("metrics/split.json")
 
 PRETRAIN_DIR = Path("models/pretrain")
+PRETRAIN_METRICS = Path("metrics/pretrain.json")  # what the renders were labelled by, left out
 FINDER_DIR = Path("models/finder")
 FINDER_METRICS = Path("metrics/finder.json")
 STUDENT_DIR = Path("models/student")

@@ -1,18 +1,25 @@
-"""Pre-training without ImageNet: the student learns hands from rendered images and their TRUE
-landmarks (``pipeline.sources.synthetic``), then the train stage fine-tunes it on the teacher's
-labels (``train.pretrained=synthetic``).
+"""Pre-training without ImageNet: the student learns hands from rendered images, then the train
+stage fine-tunes it on the teacher's labels of the user's data (``train.pretrained=synthetic``).
 
 The renders are made in memory at ``pretrain.width`` x ``pretrain.height`` and go straight into
 the decode-once tensor, so no image files are written; subjects and poses come from
 ``pretrain.seed`` (other people than the synthetic data set's, which uses ``synthetic.seed``).
-The architecture, loss and augmentation are the train section's, so the weights fit the model the
-train stage builds; the schedule (epochs, lr, batch size) is the pretrain section's. Training is
-``pipeline.training.fit`` itself: checkpointed every epoch and resumable.
+Their labels (``pretrain.labels``) are the renderer's TRUE landmarks, or the TEACHER's answer on
+each render: then the network starts out drawing hands as MediaPipe reads them (the train stage's
+targets), and a render where the teacher finds no hand, or several, is left out, counted in
+``metrics/pretrain.json`` with its index and why. The architecture, loss and augmentation are the
+train section's, so the weights fit the model the train stage builds; the schedule (epochs, lr,
+batch size) is the pretrain section's. Training is ``pipeline.training.fit`` itself:
+checkpointed every epoch and resumable.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.util
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -27,31 +34,59 @@ from pipeline.data import SplitData
 from pipeline.io import write_json
 from pipeline.keypoints import NUM_JOINTS
 from pipeline.machine import available_cores
-from pipeline.params import PretrainParams, TrainParams, pretrain_params_for
-from pipeline.paths import PRETRAIN_DIR
+from pipeline.params import LandmarksParams, PretrainParams, TrainParams, pretrain_params_for
+from pipeline.paths import PRETRAIN_DIR, PRETRAIN_METRICS, TEACHER_MODEL
 from pipeline.schema import LANDMARK_COLUMNS
 from pipeline.sources.synthetic import GESTURE_CLASSES, make_subject_styles, render_hand
+from pipeline.teacher import Teacher
 from pipeline.training import FitResult, fit
 
 DISABLED_MARKER = PRETRAIN_DIR / "disabled.json"
 
 
-def _render(job: tuple) -> tuple:
-    """One hand → (input image, landmarks as fractions of the picture, handedness, picture
-    width and height, the crop square or None)."""
+class PretrainingError(RuntimeError):
+    """Too few renders have a label to pretrain on."""
+
+
+# Why the teacher's answer on a render is not a label (pretrain.labels: teacher).
+TEACHER_FOUND_NONE = "the teacher found no hand"
+TEACHER_FOUND_SEVERAL = "the teacher found more than one hand"
+
+# This process's landmarker when renders are labelled by the teacher (one per worker process).
+_render_teacher: Teacher | None = None
+
+
+def _open_render_teacher(model_path: str, settings: LandmarksParams) -> None:
+    global _render_teacher
+    _render_teacher = Teacher(model_path, settings)
+    # MediaPipe errors at interpreter shutdown unless the landmarker was closed first; a pool
+    # worker runs multiprocessing's finalizers before that (pipeline.labeling does the same).
+    multiprocessing.util.Finalize(_render_teacher, _render_teacher.close, exitpriority=10)
+
+
+def _render(job: tuple) -> tuple | str:
+    """One hand → (input image, landmarks as fractions of the picture, handedness and its
+    score, picture width and height, the crop square or None), or why it has no label."""
     seed, index, gesture, style, width, height, image_size, layout, crop, margin, context = job
     rng = np.random.default_rng([seed, 0x9E7, index])
     hand = render_hand(rng, gesture, style, width, height)
-    fractions = hand.landmarks_px / (width, height)
+    landmarks_px, handedness, score = hand.landmarks_px, hand.handedness, 1.0
+    if _render_teacher is not None:
+        detection = _render_teacher.detect(hand.image)
+        if detection.num_hands != 1:
+            return TEACHER_FOUND_NONE if detection.num_hands == 0 else TEACHER_FOUND_SEVERAL
+        landmarks_px = detection.landmarks[0, :, :2].astype(np.float64) * (width, height)
+        handedness, score = detection.handedness[0], float(detection.handedness_score[0])
+    fractions = landmarks_px / (width, height)
     if layout == "crop":  # the top-down student's crop, as the train stage cuts it
-        square = crop_square(hand.landmarks_px[None], margin)[0] * (1.0, 1.0, context)
+        square = crop_square(landmarks_px[None], margin)[0] * (1.0, 1.0, context)
         image = crop_image(hand.image, square, round(image_size * context))
-        return image, fractions, hand.handedness, width, height, square
+        return image, fractions, handedness, score, width, height, square
     if crop is None:
         image = LandmarkCodec(layout=layout).input_image(hand.image, image_size)
-        return image, fractions, hand.handedness, width, height, None
+        return image, fractions, handedness, score, width, height, None
     # A square around the hand, the hand filling a random fraction of it, off-centre a little.
-    low, high = hand.landmarks_px.min(0), hand.landmarks_px.max(0)
+    low, high = landmarks_px.min(0), landmarks_px.max(0)
     side = float((high - low).max() / rng.uniform(*crop))
     corner = (low + high) / 2 - side / 2 + rng.uniform(-0.08, 0.08, 2) * side
     scale = image_size / side
@@ -64,7 +99,40 @@ def _render(job: tuple) -> tuple:
         borderMode=cv2.BORDER_REPLICATE,
     )
     side_px = round(side)
-    return image, (hand.landmarks_px - corner) / side, hand.handedness, side_px, side_px, None
+    return image, (landmarks_px - corner) / side, handedness, score, side_px, side_px, None
+
+
+Renderer = Callable[[list[tuple]], list]  # render jobs → their results, in order
+
+
+@contextmanager
+def renderer(
+    settings: PretrainParams, count: int, teacher: tuple[Path, LandmarksParams] | None = None
+) -> Iterator[Renderer]:
+    """What renders (and, with ``teacher``, labels) ``count`` hands: worker processes (one
+    pool for every split the caller renders with it, so each worker loads its landmarker once)
+    or this process."""
+    global _render_teacher
+    workers = min(settings.workers or available_cores(), max(1, count // 16))
+    if workers == 1:
+        if teacher is None:
+            yield lambda jobs: [_render(job) for job in jobs]
+            return
+        with Teacher(*teacher) as _render_teacher:
+            try:
+                yield lambda jobs: [_render(job) for job in jobs]
+            finally:
+                _render_teacher = None
+        return
+    if teacher is None:
+        pool = ProcessPoolExecutor(workers)
+    else:  # spawn, not fork: a forked copy of a process that ran MediaPipe's threads can hang
+        spawn = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(
+            workers, spawn, _open_render_teacher, (str(teacher[0]), teacher[1])
+        )
+    with pool:
+        yield lambda jobs: list(pool.map(_render, jobs, chunksize=16))
 
 
 def render_split(
@@ -76,10 +144,16 @@ def render_split(
     split: str,
     crop_margin: float = TrainParams.crop_margin,
     context: float = 1.0,
-) -> SplitData:
+    teacher: tuple[Path, LandmarksParams] | None = None,
+    render: Renderer | None = None,
+) -> tuple[SplitData, list[dict]]:
     """``count`` rendered hands (gestures in turn, subjects at random) as a training split whose
-    landmarks are the truth (z = 0). For the crop layout, each image is the hand's crop
-    (``crop_margin``), cut ``context`` times wider as the train stage's training crops are."""
+    landmarks are the truth (z = 0), or with ``teacher`` (the model file and the landmarks
+    section) the teacher's answer on each render (z = 0 too: pretraining does not train depth).
+    For the crop layout, each image is the hand's crop (``crop_margin``) around those
+    landmarks, cut ``context`` times wider as the train stage's training crops are. Also
+    returns the renders left out (teacher labels only): their name, split and why. ``render``:
+    a ``renderer`` to use (made with the same ``teacher``), else one made for this split."""
     styles = make_subject_styles(
         np.random.default_rng([settings.seed, 0x57]), settings.num_subjects
     )
@@ -100,49 +174,66 @@ def render_split(
         )
         for i in range(count)
     ]
-    workers = min(settings.workers or available_cores(), max(1, count // 16))
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_render, jobs, chunksize=16))
+    if render is None:
+        with renderer(settings, count, teacher) as render_here:
+            results = render_here(jobs)
     else:
-        results = [_render(job) for job in jobs]
+        results = render(jobs)
+    dropped = [
+        {"render": _render_name(job[1]), "split": split, "reason": result}
+        for job, result in zip(jobs, results, strict=True)
+        if isinstance(result, str)
+    ]
+    kept = [(job, r) for job, r in zip(jobs, results, strict=True) if not isinstance(r, str)]
     size = round(image_size * context) if layout == "crop" else image_size
-    images = (
-        np.stack([r[0] for r in results]) if results else np.zeros((0, size, size, 3), np.uint8)
-    )
-    landmarks = np.zeros((count, NUM_JOINTS, 3))
-    for i, result in enumerate(results):
+    images = np.stack([r[0] for _, r in kept]) if kept else np.zeros((0, size, size, 3), np.uint8)
+    landmarks = np.zeros((len(kept), NUM_JOINTS, 3))
+    for i, (_, result) in enumerate(kept):
         landmarks[i, :, :2] = result[1]
-    width = np.array([r[3] for r in results], dtype=np.float64)
-    height = np.array([r[4] for r in results], dtype=np.float64)
+    width = np.array([r[4] for _, r in kept], dtype=np.float64)
+    height = np.array([r[5] for _, r in kept], dtype=np.float64)
     table = pd.DataFrame(
         {
-            "path": [f"render{job[1]:06d}" for job in jobs],
+            "path": [_render_name(job[1]) for job, _ in kept],
             "split": split,
-            "class_name": [job[2] for job in jobs],
+            "class_name": [job[2] for job, _ in kept],
             "width": width,
             "height": height,
-            "handedness": [r[2] for r in results],
-            "handedness_score": 1.0,
+            "handedness": [r[2] for _, r in kept],
+            "handedness_score": [r[3] for _, r in kept],
         }
     )
-    table[LANDMARK_COLUMNS] = landmarks.reshape(count, NUM_JOINTS * 3)
-    return SplitData(
+    table[LANDMARK_COLUMNS] = landmarks.reshape(len(kept), NUM_JOINTS * 3)
+    squares = np.array([r[6] for _, r in kept]).reshape(len(kept), 3) if layout == "crop" else None
+    data = SplitData(
         images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
         landmarks=landmarks,
         width=width,
         height=height,
         table=table,
         layout=layout,
-        squares=np.array([r[5] for r in results]).reshape(count, 3) if layout == "crop" else None,
+        squares=squares,
     )
+    return data, dropped
+
+
+def _render_name(index: int) -> str:
+    return f"render{index:06d}"
 
 
 def pretrain(
-    settings: PretrainParams, train: TrainParams, out_dir: Path = PRETRAIN_DIR, log=print
+    settings: PretrainParams,
+    train: TrainParams,
+    out_dir: Path = PRETRAIN_DIR,
+    log=print,
+    landmarks: LandmarksParams | None = None,
+    teacher_model: Path = TEACHER_MODEL,
+    metrics_path: Path = PRETRAIN_METRICS,
 ) -> FitResult | None:
-    """Render, then fit on the truth; ``out_dir`` gets ``last.pt``/``best.pt`` (or, with
-    ``num_images: 0``, only a marker saying pretraining is off)."""
+    """Render, label (``pretrain.labels``: the truth, or the teacher at ``teacher_model`` with
+    the ``landmarks`` section's settings), then fit; ``out_dir`` gets ``last.pt``/``best.pt``
+    (or, with ``num_images: 0``, only a marker saying pretraining is off) and ``metrics_path``
+    what was labelled and what was left out."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / DISABLED_MARKER.name
@@ -150,17 +241,47 @@ def pretrain(
         for name in (BEST, LAST):
             (out_dir / name).unlink(missing_ok=True)
         write_json(marker, {"pretraining": "off (pretrain.num_images: 0)"})
+        write_json(metrics_path, {"pretraining": "off"})
         log("pretraining is off (pretrain.num_images: 0)")
         return None
     marker.unlink(missing_ok=True)
     params = pretrain_params_for(settings, train)
-    train_split = render_split(
-        settings, settings.num_images, 0, train.image_size, train.input_layout, "train",
-        train.crop_margin, train.crop_context,
-    )  # fmt: skip
-    validation = render_split(
-        settings, settings.validation_images, settings.num_images, train.image_size,
-        train.input_layout, "validation", train.crop_margin,
-    )  # fmt: skip
-    log(f"rendered {len(train_split)} training and {len(validation)} validation hands")
+    teacher = None
+    if settings.labels == "teacher":
+        teacher = (Path(teacher_model), landmarks or LandmarksParams())
+    with renderer(settings, settings.num_images, teacher) as render:
+        train_split, dropped = render_split(
+            settings, settings.num_images, 0, train.image_size, train.input_layout, "train",
+            train.crop_margin, train.crop_context, teacher, render,
+        )  # fmt: skip
+        validation, dropped_validation = render_split(
+            settings, settings.validation_images, settings.num_images, train.image_size,
+            train.input_layout, "validation", train.crop_margin, teacher=teacher, render=render,
+        )  # fmt: skip
+    dropped += dropped_validation
+    counts = {
+        name: {
+            "rendered": rendered,
+            "labelled": len(data),
+            "left_out": rendered - len(data),
+        }
+        for name, rendered, data in (
+            ("train", settings.num_images, train_split),
+            ("validation", settings.validation_images, validation),
+        )
+    }
+    write_json(metrics_path, {"labels": settings.labels, **counts, "renders_left_out": dropped})
+    left_out = f", {len(dropped)} left out ({metrics_path})" if dropped else ""
+    log(
+        f"rendered {settings.num_images + settings.validation_images} hands, labelled by "
+        f"{settings.labels}: {len(train_split)} training and {len(validation)} "
+        f"validation{left_out}"
+    )
+    for name, data, needed in (("training", train_split, 2), ("validation", validation, 1)):
+        if len(data) < needed:
+            raise PretrainingError(
+                f"only {len(data)} of the {name} renders have a label (pretrain.labels: "
+                f"{settings.labels}; {metrics_path} says why): render more "
+                "(pretrain.num_images / validation_images) or set pretrain.labels: truth"
+            )
     return fit(train_split, validation, params, out_dir, log=log)

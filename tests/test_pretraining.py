@@ -37,17 +37,18 @@ PRETRAIN = PretrainParams(
 
 
 def test_renders_carry_their_true_landmarks():
-    split = render_split(PRETRAIN, 3, 0, 32, "squash", "train")
+    split, left_out = render_split(PRETRAIN, 3, 0, 32, "squash", "train")
+    assert left_out == []  # the truth labels every render
     assert split.images.shape == (3, 3, 32, 32) and split.images.dtype == torch.uint8
     assert split.true_landmarks is None  # the truth IS the label here
     xy = split.landmarks[..., :2]
     assert ((xy > 0) & (xy < 1)).all() and (split.landmarks[..., 2] == 0).all()
-    again = render_split(PRETRAIN, 3, 0, 32, "squash", "train")
+    again, _ = render_split(PRETRAIN, 3, 0, 32, "squash", "train")
     assert torch.equal(split.images, again.images)  # deterministic
-    other = render_split(PRETRAIN, 3, 3, 32, "squash", "validation")
+    other, _ = render_split(PRETRAIN, 3, 3, 32, "squash", "validation")
     assert not np.allclose(other.landmarks, split.landmarks)
     # the crop layout: the hand's crop, cut wider by the context, landmarks in the render's units
-    crops = render_split(PRETRAIN, 3, 0, 32, "crop", "train", 1.5, 1.25)
+    crops, _ = render_split(PRETRAIN, 3, 0, 32, "crop", "train", 1.5, 1.25)
     assert crops.images.shape == (3, 3, 40, 40) and crops.squares.shape == (3, 3)
     np.testing.assert_allclose(crops.landmarks, split.landmarks)  # the same hands
     inside = (
@@ -73,8 +74,8 @@ def test_pretrain_stage_writes_weights_the_train_stage_starts_from(tmp_path, mon
     tuned = dataclasses.replace(TRAIN, pretrained="synthetic")
     # crops of other rendered hands stand for the teacher-labelled training crops
     margin, context = TRAIN.crop_margin, TRAIN.crop_context
-    crops = render_split(PRETRAIN, 6, 50, 32, "crop", "train", margin, context)
-    validation = render_split(PRETRAIN, 2, 60, 32, "crop", "validation", margin)
+    crops, _ = render_split(PRETRAIN, 6, 50, 32, "crop", "train", margin, context)
+    validation, _ = render_split(PRETRAIN, 2, 60, 32, "crop", "validation", margin)
     fit(crops, validation, tuned, tmp_path / "student", log=messages.append,
         initial_weights=weights)  # fmt: skip
     assert any("initial weights:" in m for m in messages)
@@ -115,3 +116,71 @@ def test_pretraining_uses_the_train_recipe_with_its_own_schedule():
     # one process, so a DDP train section does not impose its batch minimum on pre-training
     ddp_train = dataclasses.replace(TRAIN, processes=4, batch_size=64)
     assert pretrain_params_for(PRETRAIN, ddp_train).processes == 1
+
+
+def test_teacher_labels_are_the_teachers_answer_and_what_it_misses_is_counted(
+    teacher_model, tmp_path
+):
+    from pipeline.params import LandmarksParams
+    from pipeline.pretraining import TEACHER_FOUND_NONE, TEACHER_FOUND_SEVERAL
+    from pipeline.sources.synthetic import GESTURE_CLASSES
+
+    # renders big enough for the palm detector, every gesture; enough for two worker processes
+    settings = dataclasses.replace(PRETRAIN, width=320, height=240, labels="teacher")
+    count = 32
+    assert count // 16 >= 2 and count >= len(GESTURE_CLASSES)
+    teacher = (teacher_model, LandmarksParams())
+    labelled, left_out = render_split(settings, count, 0, 32, "squash", "train", teacher=teacher)
+    truth, _ = render_split(settings, count, 0, 32, "squash", "train")
+    # every render is labelled or left out, with its name and why
+    assert len(labelled) + len(left_out) == count and len(labelled) >= count // 2
+    names = set(labelled.table.path)
+    assert names.isdisjoint(r["render"] for r in left_out)
+    assert all(r["reason"] in (TEACHER_FOUND_NONE, TEACHER_FOUND_SEVERAL) for r in left_out)
+    # the labels are the teacher's reading of the same hands: not the truth, but near it
+    same = truth.table.path.isin(names).to_numpy(copy=True)
+    assert torch.equal(labelled.images, truth.images[torch.from_numpy(same)])
+    xy, true_xy = labelled.landmarks[..., :2], truth.landmarks[same][..., :2]
+    hand_size = (true_xy.max(1) - true_xy.min(1)).max(1)
+    error = np.linalg.norm(xy - true_xy, axis=-1).mean(1) / hand_size
+    assert (error > 0).all() and np.median(error) < 0.25
+    assert (labelled.landmarks[..., 2] == 0).all()  # depth is not pretrained
+    # worker processes (each with its own landmarker) give the same labels as this one
+    pooled, pooled_left_out = render_split(
+        dataclasses.replace(settings, workers=2), count, 0, 32, "squash", "train",
+        teacher=teacher,
+    )  # fmt: skip
+    assert pooled_left_out == left_out
+    np.testing.assert_array_equal(pooled.landmarks, labelled.landmarks)
+
+    # the stage's report counts them, per split
+    metrics_path = tmp_path / "pretrain.json"
+    pretrain(
+        dataclasses.replace(settings, num_images=count, validation_images=2),
+        TRAIN, tmp_path / "out", log=lambda _: None, teacher_model=teacher_model,
+        metrics_path=metrics_path,
+    )  # fmt: skip
+    report = json.loads(metrics_path.read_text())
+    assert report["labels"] == "teacher"
+    assert report["train"] == {
+        "rendered": count, "labelled": len(labelled), "left_out": len(left_out)
+    }  # fmt: skip
+    assert len(report["renders_left_out"]) == len(left_out) + report["validation"]["left_out"]
+
+
+def test_too_few_teacher_labels_stop_the_stage_saying_why(teacher_model, tmp_path):
+    from pipeline.params import LandmarksParams
+    from pipeline.pretraining import TEACHER_FOUND_NONE, PretrainingError
+
+    # a teacher that trusts nothing finds no hand in any render
+    blind = LandmarksParams(min_hand_detection_confidence=1.0, min_hand_presence_confidence=1.0)
+    settings = dataclasses.replace(PRETRAIN, num_images=4, validation_images=1, labels="teacher")
+    metrics_path = tmp_path / "pretrain.json"
+    with pytest.raises(PretrainingError, match="only 0 of the training renders have a label"):
+        pretrain(
+            settings, TRAIN, tmp_path / "out", log=lambda _: None, landmarks=blind,
+            teacher_model=teacher_model, metrics_path=metrics_path,
+        )  # fmt: skip
+    report = json.loads(metrics_path.read_text())
+    assert [r["reason"] for r in report["renders_left_out"]] == [TEACHER_FOUND_NONE] * 5
+    assert not (tmp_path / "out" / "best.pt").exists()
