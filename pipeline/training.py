@@ -436,6 +436,10 @@ def validate(state: TrainingState, validation: SplitData, context: StepContext) 
     return metrics
 
 
+# What an epoch's history row says about the machine rather than the run.
+TIMING_KEYS = ("seconds", "images_per_second")
+
+
 def save_epoch(
     state: TrainingState,
     params: TrainParams,
@@ -457,7 +461,11 @@ def save_epoch(
         "crop_margin": params.crop_margin,
         "fingerprint": state.fingerprint,
         "train_params": asdict(params),
-        "history": state.history,
+        # without the epochs' timings, so that the same run writes the same bytes (DVC's hash
+        # of the model folder stays put); the timings are in the log and dvclive
+        "history": [
+            {k: v for k, v in row.items() if k not in TIMING_KEYS} for row in state.history
+        ],
         "device": str(context.device),
     }
     if context.ranks.distributed:

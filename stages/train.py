@@ -79,7 +79,8 @@ def train_student(params: Params, ranks: distributed.Ranks) -> None:
             for name, value in row["val"].items():
                 if value is not None:  # a presence fraction of nothing
                     live.log_metric(f"val/{name}", value)
-            live.log_metric("train/images_per_second", row["images_per_second"], plot=False)
+            if "images_per_second" in row:  # not in the rows a resumed run replays
+                live.log_metric("train/images_per_second", row["images_per_second"], plot=False)
             live.next_step()
 
         result = fit(
