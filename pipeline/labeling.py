@@ -7,7 +7,6 @@ never a silent drop and never a blank substitute.
 from __future__ import annotations
 
 import multiprocessing
-import multiprocessing.util
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from pipeline.params import LandmarksParams
 from pipeline.progress import progress as progress_bar
 from pipeline.schema import BOX_COLUMNS, LANDMARK_COLUMNS, TRUTH_COLUMNS, WORLD_COLUMNS
 from pipeline.sources import SPLITS, DataListing, ImageRecord, SkippedFile
-from pipeline.teacher import HandDetection, Teacher
+from pipeline.teacher import HandDetection, Teacher, pool_worker_teacher
 
 
 class LabelingError(RuntimeError):
@@ -40,11 +39,8 @@ _worker_teacher: Teacher | None = None
 
 def _init_worker(model_path: str, settings: LandmarksParams, close_at_exit: bool = True) -> None:
     global _worker_teacher
-    _worker_teacher = Teacher(model_path, settings)
-    if close_at_exit:
-        # MediaPipe errors at interpreter shutdown unless the landmarker was closed first; a pool
-        # worker runs multiprocessing's finalizers before that, atexit handlers too late.
-        multiprocessing.util.Finalize(_worker_teacher, _worker_teacher.close, exitpriority=10)
+    make = pool_worker_teacher if close_at_exit else Teacher
+    _worker_teacher = make(model_path, settings)
 
 
 def _label_one(task: tuple[int, str]) -> tuple[int, dict | None, str | None]:

@@ -16,7 +16,6 @@ checkpointed every epoch and resumable.
 from __future__ import annotations
 
 import multiprocessing
-import multiprocessing.util
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -38,7 +37,7 @@ from pipeline.params import LandmarksParams, PretrainParams, TrainParams, pretra
 from pipeline.paths import PRETRAIN_DIR, PRETRAIN_METRICS, TEACHER_MODEL
 from pipeline.schema import LANDMARK_COLUMNS
 from pipeline.sources.synthetic import GESTURE_CLASSES, make_subject_styles, render_hand
-from pipeline.teacher import Teacher
+from pipeline.teacher import Teacher, pool_worker_teacher
 from pipeline.training import FitResult, fit
 
 DISABLED_MARKER = PRETRAIN_DIR / "disabled.json"
@@ -58,10 +57,7 @@ _render_teacher: Teacher | None = None
 
 def _open_render_teacher(model_path: str, settings: LandmarksParams) -> None:
     global _render_teacher
-    _render_teacher = Teacher(model_path, settings)
-    # MediaPipe errors at interpreter shutdown unless the landmarker was closed first; a pool
-    # worker runs multiprocessing's finalizers before that (pipeline.labeling does the same).
-    multiprocessing.util.Finalize(_render_teacher, _render_teacher.close, exitpriority=10)
+    _render_teacher = pool_worker_teacher(model_path, settings)
 
 
 def _render(job: tuple) -> tuple | str:
@@ -105,6 +101,10 @@ def _render(job: tuple) -> tuple | str:
 Renderer = Callable[[list[tuple]], list]  # render jobs → their results, in order
 
 
+def _render_here(jobs: list[tuple]) -> list:
+    return [_render(job) for job in jobs]
+
+
 @contextmanager
 def renderer(
     settings: PretrainParams, count: int, teacher: tuple[Path, LandmarksParams] | None = None
@@ -116,11 +116,11 @@ def renderer(
     workers = min(settings.workers or available_cores(), max(1, count // 16))
     if workers == 1:
         if teacher is None:
-            yield lambda jobs: [_render(job) for job in jobs]
+            yield _render_here
             return
         with Teacher(*teacher) as _render_teacher:
             try:
-                yield lambda jobs: [_render(job) for job in jobs]
+                yield _render_here
             finally:
                 _render_teacher = None
         return
@@ -153,7 +153,7 @@ def render_split(
     For the crop layout, each image is the hand's crop (``crop_margin``) around those
     landmarks, cut ``context`` times wider as the train stage's training crops are. Also
     returns the renders left out (teacher labels only): their name, split and why. ``render``:
-    a ``renderer`` to use (made with the same ``teacher``), else one made for this split."""
+    a ``renderer`` to use instead of one made for this split (its teacher, if any, labels)."""
     styles = make_subject_styles(
         np.random.default_rng([settings.seed, 0x57]), settings.num_subjects
     )
@@ -252,11 +252,11 @@ def pretrain(
     with renderer(settings, settings.num_images, teacher) as render:
         train_split, dropped = render_split(
             settings, settings.num_images, 0, train.image_size, train.input_layout, "train",
-            train.crop_margin, train.crop_context, teacher, render,
+            train.crop_margin, train.crop_context, render=render,
         )  # fmt: skip
         validation, dropped_validation = render_split(
             settings, settings.validation_images, settings.num_images, train.image_size,
-            train.input_layout, "validation", train.crop_margin, teacher=teacher, render=render,
+            train.input_layout, "validation", train.crop_margin, render=render,
         )  # fmt: skip
     dropped += dropped_validation
     counts = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing.util
 import os
 import re
 import shutil
@@ -291,3 +292,12 @@ class Teacher:
             handedness=[h[1] for h in hands],
             handedness_score=np.array([h[0] for h in hands], dtype=np.float32),
         )
+
+
+def pool_worker_teacher(model_path: str | os.PathLike, settings: LandmarksParams) -> Teacher:
+    """A landmarker for a pool worker process (its initializer's), closed when the worker exits:
+    MediaPipe errors at interpreter shutdown unless the landmarker was closed first, and a pool
+    worker runs multiprocessing's finalizers before that, atexit handlers too late."""
+    teacher = Teacher(model_path, settings)
+    multiprocessing.util.Finalize(teacher, teacher.close, exitpriority=10)
+    return teacher
