@@ -31,7 +31,7 @@ from pipeline.metrics import (
     validation_metrics,
 )
 from pipeline.plots import grid, overlay_tile
-from pipeline.samples import has_hand, oracle_squares
+from pipeline.samples import drawn_hand, has_hand, known_empty, oracle_squares
 from pipeline.schema import DATASET, LANDMARK_COLUMNS, TRUTH_COLUMNS, image_paths
 from pipeline.student import (
     MARGIN_SCALE_LIMITS,
@@ -146,17 +146,14 @@ def evaluate_outputs(outputs: StudentOutputs, min_presence: float) -> SplitEvalu
             **presence_agreement(outputs.presence, found, min_presence),
         },
     }
-    drawn = (
-        np.isfinite(table[TRUTH_COLUMNS].to_numpy(np.float64)).all(axis=1)
-        if set(TRUTH_COLUMNS) <= set(table.columns)
-        else np.zeros(len(table), bool)
-    )
+    drawn = drawn_hand(table)
     if drawn.any():
         # Rendered data knows where a hand really is: the teacher's misses of a drawn hand are
         # negatives too (the student learns the teacher), but apart from the empty frames.
-        # Photos carry empty truth columns: nothing is known there, so nothing is reported.
+        # Photos carry empty truth columns: nothing is known there, so nothing is reported
+        # (nor counted as an empty frame where photos and renders share a split).
         says_hand = outputs.presence >= min_presence
-        empty = ~drawn
+        empty = known_empty(table)
         missed = drawn & ~found
         metrics["presence"]["no_hand_agreement_empty_frames"] = (
             round(float((~says_hand[empty]).mean()), 6) if empty.any() else None

@@ -372,6 +372,9 @@ class TrainParams:
     crop_context: float = 1.25  # training crops are cut this much wider: room for the jitter
     miss_fraction: float = 0.2  # per hand image, one more crop that misses the hand (presence 0)
     wide_fraction: float = 0.3  # per hand image, one more that shows it small, off centre
+    # Per frame the source knows is empty (rendered, no hand drawn), one more negative: the
+    # finder's square on it (finder.kind: model; the train stage runs the finder first).
+    finder_negatives: bool = True
     presence_weight: float = 1.0  # weight of the presence head's binary cross-entropy
     head: str = "integral"  # pooled_mlp | integral | simcc
     width: float = 0.5  # MobileNetV2 width multiplier (1: the seed's; 0.5: a third of the compute)
@@ -593,6 +596,7 @@ def pretrain_params_for(pretrain: PretrainParams, train: TrainParams) -> TrainPa
         score_weight_power=0.0,
         source_weights={},  # renders, not the run's data sets
         wide_fraction=0.0,  # wide crops are cut from the teacher's table, not from renders
+        finder_negatives=False,
     )
 
 
@@ -653,6 +657,7 @@ def finder_params_for(finder: FinderParams, train: TrainParams) -> TrainParams:
         scale_min=finder.scale_min,
         scale_max=finder.scale_max,
         wide_fraction=0.0,  # the finder sees whole frames, not crops
+        finder_negatives=False,
     )
 
 

@@ -7,7 +7,9 @@ Every top-down network sees squares (the crop layout, ``pipeline.crops``):
   ``miss_fraction`` of them (presence 0), a wider square that holds the hand small and off
   centre for a ``wide_fraction`` of them (training only: the finder's worst squares; they teach
   the landmarks, not the presence: ``TEACHES_PRESENCE``), and a random square of a hand's size
-  in every image where the teacher found no hand (presence 0);
+  in every image where the teacher found no hand (presence 0); and, where the finder is
+  trained first, the finder's own square on every frame the source knows holds no hand
+  (``finder_negatives``: rendered frames with no hand drawn; presence 0);
 - ``frame`` samples, for a finder: the square that holds the whole frame (the image letterboxed),
   presence = the teacher found a hand;
 - ``both``: the two together, for the cascade whose network is its own finder.
@@ -33,12 +35,15 @@ from pipeline.crops import (
     wide_square,
 )
 from pipeline.data import TEACHES_PRESENCE, SplitData, load_split
+from pipeline.images import read_image
+from pipeline.inference import Network
 from pipeline.keypoints import NUM_JOINTS, to_pixels
 from pipeline.params import TrainParams
-from pipeline.schema import DATASET, LANDMARK_COLUMNS
+from pipeline.schema import DATASET, LANDMARK_COLUMNS, TRUTH_COLUMNS, image_paths
+from pipeline.student import find_squares
 
 KINDS = ("hand", "frame", "both")
-SAMPLE_KIND = "sample"  # column: oracle | miss | wide | empty | frame
+SAMPLE_KIND = "sample"  # column: oracle | miss | wide | empty | finder_empty | frame
 # How much bigger than the hand's own crop a wide one is (log-uniform): the finder's squares on
 # small hands reach 2-4x the teacher's (docs/student.md, "Wide crops").
 WIDE_ZOOM = (1.5, 3.5)
@@ -47,6 +52,27 @@ WIDE_ZOOM = (1.5, 3.5)
 def has_hand(table: pd.DataFrame) -> np.ndarray:
     """(N,) bool: the teacher found a hand in the row's image."""
     return np.isfinite(table[LANDMARK_COLUMNS].to_numpy(np.float64)).all(axis=1)
+
+
+def drawn_hand(table: pd.DataFrame) -> np.ndarray:
+    """(N,) bool: the source's own truth has a hand in the row's image (rendered data)."""
+    if not set(TRUTH_COLUMNS) <= set(table.columns):
+        return np.zeros(len(table), bool)
+    return np.isfinite(table[TRUTH_COLUMNS].to_numpy(np.float64)).all(axis=1)
+
+
+def known_empty(table: pd.DataFrame) -> np.ndarray:
+    """(N,) bool: the source itself says the row's image shows no hand: no hand drawn, in a data
+    set whose other rows carry a rendered truth. A photo's truth columns are empty too, but
+    there nothing is known: a frame the teacher found no hand in may still show one (16 % of
+    the real digit close-ups), and must not be taught "no hand"."""
+    drawn = drawn_hand(table)
+    groups = table[DATASET].to_numpy() if DATASET in table.columns else np.zeros(len(table))
+    rendered = np.zeros(len(table), bool)
+    for group in np.unique(groups):
+        mine = groups == group
+        rendered[mine] = drawn[mine].any()
+    return rendered & ~drawn
 
 
 def landmarks_px(table: pd.DataFrame) -> np.ndarray:
@@ -120,6 +146,27 @@ def hand_samples(
     return pd.concat(parts, ignore_index=True)
 
 
+def negative_samples(table: pd.DataFrame, squares: np.ndarray, kind: str) -> pd.DataFrame:
+    """Rows of ``table`` seen through ``squares`` (N, 3), each taught "no hand"."""
+    return _with_squares(table.reset_index(drop=True), squares, False, kind)
+
+
+def finder_negatives(
+    finder: Network, table: pd.DataFrame, data_root: str | Path | Mapping[str, str | Path]
+) -> pd.DataFrame:
+    """Hard negatives for the crop model: the square ``finder`` picks on each of ``table``'s
+    frames that the source knows holds no hand (``known_empty``). There the finder points at
+    the most hand-like clutter, and the crop pass has the last word: random squares of a
+    hand's size seldom meet that clutter (through the finder's square the default run's crop
+    pass called 3 of its 56 empty training frames a hand; docs/student.md, "Presence")."""
+    empty = table[known_empty(table)].reset_index(drop=True)
+    if empty.empty:
+        return negative_samples(empty, np.zeros((0, 3)), "finder_empty")
+    rgbs = [read_image(path) for path in image_paths(empty, data_root)]
+    squares, _ = find_squares(finder, rgbs)
+    return negative_samples(empty, squares, "finder_empty")
+
+
 def frame_samples(table: pd.DataFrame) -> pd.DataFrame:
     """Every whole frame, letterboxed into its square; presence = the teacher found a hand."""
     table = table.reset_index(drop=True)
@@ -179,6 +226,7 @@ def training_splits(
     params: TrainParams,
     kind: str = "hand",
     budget_bytes: int | None = None,
+    extra_negatives: pd.DataFrame | None = None,
 ) -> tuple[SplitData, SplitData]:
     """The decoded train and validation samples of the split table. Training crops are cut
     ``train.crop_context`` wider (and cached at that much more resolution) so that the jitter
@@ -186,10 +234,14 @@ def training_splits(
 
     ``data_root``: one folder, or each data set's by name (``DataParams.roots``). Data sets of
     weight 0 (``train.source_weights``) are left out of both splits; where the weights differ,
-    the train split carries them (``SplitData.weights``) and training draws by them."""
+    the train split carries them (``SplitData.weights``) and training draws by them.
+    ``extra_negatives``: more train samples, e.g. ``finder_negatives`` of the train split."""
     size, layout = params.image_size, params.input_layout
     table = table[dataset_weights(table, params) > 0]
     train_rows = split_samples(table[table["split"] == "train"], params, kind)
+    if extra_negatives is not None and len(extra_negatives):
+        kept = extra_negatives[dataset_weights(extra_negatives, params) > 0]
+        train_rows = pd.concat([train_rows, kept], ignore_index=True)
     validation_rows = split_samples(
         table[table["split"] == "validation"], params, kind, 1, training=False
     )

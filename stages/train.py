@@ -10,14 +10,15 @@ import sys
 from dvclive import Live
 
 from pipeline import distributed
-from pipeline.checkpoint import PRETRAINED_WEIGHTS, load_pretrained_weights
+from pipeline.checkpoint import BEST, PRETRAINED_WEIGHTS, load_pretrained_weights
+from pipeline.inference import load_networks_from
 from pipeline.io import read_table
 from pipeline.machine import available_cores
 from pipeline.params import Params, load_params
-from pipeline.paths import LIVE_DIR
+from pipeline.paths import FINDER_DIR, LIVE_DIR
 from pipeline.paths import SPLIT_LABELS as KEPT
 from pipeline.paths import STUDENT_DIR as CHECKPOINTS
-from pipeline.samples import training_splits
+from pipeline.samples import finder_negatives, training_splits
 from pipeline.training import fit
 
 
@@ -45,9 +46,15 @@ def train_student(params: Params, ranks: distributed.Ranks) -> None:
     size, layout = params.train.image_size, params.train.input_layout
     # the cascade's network is its own finder: it learns whole frames as well as crops
     cascade = layout == "crop" and params.finder.kind == "shared"
+    table = read_table(KEPT)
+    negatives = None
+    if layout == "crop" and not cascade and params.train.finder_negatives:
+        # on the CPU whatever trains: the same squares on every machine and in every process
+        finder = load_networks_from(FINDER_DIR / BEST, "cpu")["landmarks"]
+        negatives = finder_negatives(finder, table[table["split"] == "train"], params.data.roots)
     train, validation = training_splits(
-        read_table(KEPT), params.data.roots, params.train, "both" if cascade else "hand",
-        params.train.cache_budget_bytes,
+        table, params.data.roots, params.train, "both" if cascade else "hand",
+        params.train.cache_budget_bytes, negatives,
     )  # fmt: skip
     role = "cascade" if cascade else None
     initial_weights = None
@@ -58,10 +65,10 @@ def train_student(params: Params, ranks: distributed.Ranks) -> None:
             role=role)  # fmt: skip
         return
     where = "a temporary file" if train.on_disk else "memory"
-    negatives = int((~train.presence).sum())
+    hard = "" if negatives is None else f", {len(negatives)} of them the finder's squares"
     print(
-        f"train {len(train)} samples ({negatives} without a hand), validation "
-        f"{len(validation)}, {size}px ({layout}); "
+        f"train {len(train)} samples ({int((~train.presence).sum())} without a hand{hard}), "
+        f"validation {len(validation)}, {size}px ({layout}); "
         f"decoded train images in {where} "
         f"(train.cache_budget_mib={params.train.cache_budget_mib}); "
         f"{ranks.world_size} training process(es)",

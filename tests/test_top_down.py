@@ -17,20 +17,24 @@ from pipeline.crops import crop_square, square_corners
 from pipeline.data import TEACHES_PRESENCE
 from pipeline.evaluation import calibrate_finder_margin, evaluate_outputs, run_student
 from pipeline.export import export_student
+from pipeline.inference import load_networks_from
 from pipeline.params import FinderParams, TrainParams, finder_params_for
 from pipeline.predict import predict_path
 from pipeline.samples import (
     WIDE_ZOOM,
+    finder_negatives,
     hand_samples,
+    known_empty,
     oracle_squares,
     split_samples,
     training_splits,
 )
-from pipeline.schema import LANDMARK_COLUMNS, TRUTH_COLUMNS
+from pipeline.schema import DATASET, LANDMARK_COLUMNS, TRUTH_COLUMNS
 from pipeline.student import (
     FINDER_VETO,
     MARGIN_SCALE_LIMITS,
     TopDownStudent,
+    find_squares,
     keep_surest_pass,
     load_student,
     squares_from_landmarks,
@@ -143,6 +147,57 @@ def test_wide_crops_hold_the_whole_hand_small_and_leave_the_other_samples_alone(
     params = replace(TRAIN, wide_fraction=0.6)
     assert "wide" not in set(split_samples(table, params, "hand", 1, training=False)["sample"])
     assert "wide" in set(split_samples(table, params, "hand")["sample"])
+
+
+def _rendered(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` as a rendered data set: its truth the teacher's landmarks (none drawn where the
+    teacher found no hand)."""
+    truth = table[LANDMARK_COLUMNS].to_numpy().reshape(len(table), 21, 3)[..., :2]
+    truth_table = pd.DataFrame(truth.reshape(len(table), -1), columns=TRUTH_COLUMNS)
+    return pd.concat([table.reset_index(drop=True), truth_table], axis=1)
+
+
+def _photos(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` as photos: truth columns, empty, as the landmarks stage writes a photo's row."""
+    empty = pd.DataFrame(np.nan, index=range(len(table)), columns=TRUTH_COLUMNS)
+    rows = table.drop(columns=TRUTH_COLUMNS, errors="ignore").reset_index(drop=True)
+    return pd.concat([rows, empty], axis=1)
+
+
+def test_only_a_rendered_data_set_knows_its_empty_frames(tmp_path):
+    rendered = _rendered(photo_table(tmp_path, 4, 2, seed=5)[0]).assign(**{DATASET: "renders"})
+    photos = _photos(photo_table(tmp_path, 3, 2, seed=6)[0]).assign(**{DATASET: "photos"})
+    both = pd.concat([rendered, photos], ignore_index=True)
+    # the renders' two frames without a drawn hand; not the photos the teacher found none in
+    expected = np.array([False] * 4 + [True] * 2 + [False] * 5)
+    np.testing.assert_array_equal(known_empty(both), expected)
+    np.testing.assert_array_equal(known_empty(rendered.drop(columns=DATASET)), expected[:6])
+    assert not known_empty(photos.drop(columns=DATASET)).any()
+    assert not known_empty(photos.drop(columns=TRUTH_COLUMNS)).any()
+
+
+def test_finder_negatives_are_its_squares_on_the_known_empty_frames(trained):
+    root, table = trained
+    train = _rendered(table[table["split"] == "train"])
+    finder = load_networks_from(root / "finder" / BEST, "cpu")["landmarks"]
+    negatives = finder_negatives(finder, train, root)
+    empty = train[~train["has_hand"]].reset_index(drop=True)
+    assert list(negatives["path"]) == list(empty["path"])  # 4 frames, no hand drawn
+    assert not negatives["presence"].any() and negatives[TEACHES_PRESENCE].all()
+    assert set(negatives["sample"]) == {"finder_empty"}
+    rgbs = [cv2.cvtColor(cv2.imread(str(root / p)), cv2.COLOR_BGR2RGB) for p in empty["path"]]
+    squares, _ = find_squares(finder, rgbs)
+    np.testing.assert_array_equal(negatives[["crop_x", "crop_y", "crop_side"]].to_numpy(), squares)
+    # photos: the teacher's empty frames may show a hand, so none of them is a negative
+    assert finder_negatives(finder, _photos(train), root).empty
+    # the train split takes them as more samples without a hand; validation is unchanged
+    rows = pd.concat([train, _rendered(table[table["split"] == "validation"])], ignore_index=True)
+    plain_train, plain_validation = training_splits(rows, root, TRAIN, "hand")
+    hard_train, hard_validation = training_splits(rows, root, TRAIN, "hand", None, negatives)
+    assert len(hard_train) == len(plain_train) + 4
+    assert (~hard_train.presence).sum() == (~plain_train.presence).sum() + 4
+    assert len(hard_validation) == len(plain_validation)
+    assert (hard_train.images[: len(plain_train)] == plain_train.images).all()
 
 
 def test_both_passes_find_the_hand_then_read_it_in_the_crop(trained, student):
@@ -276,6 +331,32 @@ def test_empty_frame_agreement_only_where_the_truth_says_what_is_drawn(trained, 
     says_no_hand = outputs.presence[empty] < 0.5
     assert rendered_metrics["teacher_missed_drawn_hands"] == 1
     assert rendered_metrics["no_hand_agreement_empty_frames"] == pytest.approx(says_no_hand.mean())
+
+
+def test_empty_frames_of_renders_beside_photos_are_the_renders_alone(trained, student):
+    """A split of rendered frames and photos: the photos' empty truth columns say nothing, so
+    they are not counted as empty frames (the overall figure of a multi-source run)."""
+    root, table = trained
+    test = table[table["split"] == "test"].reset_index(drop=True)
+    outputs = run_student(student, test, root, 4)
+    photos = _photos(test).assign(**{DATASET: "photos"})
+    both = pd.concat([_rendered(test).assign(**{DATASET: "renders"}), photos], ignore_index=True)
+    # of the renders' two empty frames the first is called "no hand", the second "hand"; every
+    # photo "hand"
+    empty = np.flatnonzero(~test["has_hand"].to_numpy())
+    presence = np.ones(len(both))
+    presence[empty[0]] = 0.0
+    doubled = replace(
+        outputs,
+        table=both,
+        landmarks=np.concatenate([outputs.landmarks] * 2),
+        presence=presence,
+        squares=np.concatenate([outputs.squares] * 2),
+        oracle=np.concatenate([outputs.oracle] * 2),
+    )
+    assert len(empty) == 2
+    metrics = evaluate_outputs(doubled, 0.5).metrics["presence"]
+    assert metrics["no_hand_agreement_empty_frames"] == 0.5
 
 
 def _write_video(path, frames) -> None:
