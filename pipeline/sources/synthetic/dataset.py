@@ -25,6 +25,9 @@ TEST_HAND_DIR = Path("OUHANDS_test/test/hand_data")
 LISTS_DIR = Path("OUHANDS_train/data_split_for_intermediate_tests")
 TRUTH_FILE = "true_landmarks.csv"
 EMPTY_CLASS = "none"  # the class of the frames without a hand
+# zlib level 1, not OpenCV's 3: the renders' sensor noise leaves little to compress (549 against
+# 540 kB a frame), and writing took a third less time (24 against 36 ms), the same pixels
+PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 
 
 @dataclass(frozen=True)
@@ -75,12 +78,12 @@ def _write_image(task: tuple) -> tuple[str, str, str]:
     rng = np.random.default_rng([job.seed, job.index])
     if job.gesture == EMPTY_CLASS:
         bgr = cv2.cvtColor(render_empty(rng, width, height), cv2.COLOR_RGB2BGR)
-        if not cv2.imwrite(str(hand_dir / "colour" / job.file_name), bgr):
+        if not cv2.imwrite(str(hand_dir / "colour" / job.file_name), bgr, PNG_OPTIONS):
             raise OSError(f"could not write {hand_dir / 'colour' / job.file_name}")
         return job.file_name, "", ",".join(["nan"] * len(column_names("", "xy")))
     hand = render_hand(rng, job.gesture, style, width, height, hand_scale)
     bgr = cv2.cvtColor(hand.image, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(hand_dir / "colour" / job.file_name), bgr):
+    if not cv2.imwrite(str(hand_dir / "colour" / job.file_name), bgr, PNG_OPTIONS):
         raise OSError(f"could not write {hand_dir / 'colour' / job.file_name}")
     x, y, w, h = hand.box_xywh
     (hand_dir / "bounding_box" / f"{Path(job.file_name).stem}.txt").write_text(
