@@ -554,8 +554,17 @@ class PretrainParams:
     # section's settings), what the train stage's labels are; renders it finds no hand in, or
     # several, are left out (counted in metrics/pretrain.json).
     labels: str = "truth"
+    # The fraction of renders in a pose drawn finger by finger (each finger straight, curled or
+    # between, the thumb anywhere) instead of the ten gestures in turn: hands in poses that the
+    # data set's gestures do not name.
+    random_poses: float = 0.0
+    # The fraction of renders framed as a close-up photo (crop layout): the picture's edges
+    # just around the hand, black beyond them in its crop, as in a crop of a close-up photo.
+    closeups: float = 0.0
 
     def __post_init__(self) -> None:
+        _check(0.0 <= self.random_poses <= 1.0, "pretrain.random_poses", "must be in [0, 1]")
+        _check(0.0 <= self.closeups <= 1.0, "pretrain.closeups", "must be in [0, 1]")
         _check(
             self.labels in self.LABELS,
             "pretrain.labels",

@@ -36,7 +36,12 @@ from pipeline.machine import available_cores
 from pipeline.params import LandmarksParams, PretrainParams, TrainParams, pretrain_params_for
 from pipeline.paths import PRETRAIN_DIR, PRETRAIN_METRICS, TEACHER_MODEL
 from pipeline.schema import LANDMARK_COLUMNS
-from pipeline.sources.synthetic import GESTURE_CLASSES, make_subject_styles, render_hand
+from pipeline.sources.synthetic import (
+    GESTURE_CLASSES,
+    RANDOM_POSE,
+    make_subject_styles,
+    render_hand,
+)
 from pipeline.teacher import Teacher, pool_worker_teacher
 from pipeline.training import FitResult, fit
 
@@ -63,7 +68,8 @@ def _open_render_teacher(model_path: str, settings: LandmarksParams) -> None:
 def _render(job: tuple) -> tuple | str:
     """One hand → (input image, landmarks as fractions of the picture, handedness and its
     score, picture width and height, the crop square or None), or why it has no label."""
-    seed, index, gesture, style, width, height, image_size, layout, crop, margin, context = job
+    (seed, index, gesture, style, width, height, image_size, layout, crop, margin, context,
+     closeup) = job  # fmt: skip
     rng = np.random.default_rng([seed, 0x9E7, index])
     hand = render_hand(rng, gesture, style, width, height)
     landmarks_px, handedness, score = hand.landmarks_px, hand.handedness, 1.0
@@ -75,8 +81,9 @@ def _render(job: tuple) -> tuple | str:
         handedness, score = detection.handedness[0], float(detection.handedness_score[0])
     fractions = landmarks_px / (width, height)
     if layout == "crop":  # the top-down student's crop, as the train stage cuts it
+        picture = _framed_close(hand.image, landmarks_px, rng) if closeup else hand.image
         square = crop_square(landmarks_px[None], margin)[0] * (1.0, 1.0, context)
-        image = crop_image(hand.image, square, round(image_size * context))
+        image = crop_image(picture, square, round(image_size * context))
         return image, fractions, handedness, score, width, height, square
     if crop is None:
         image = LandmarkCodec(layout=layout).input_image(hand.image, image_size)
@@ -96,6 +103,28 @@ def _render(job: tuple) -> tuple | str:
     )
     side_px = round(side)
     return image, (landmarks_px - corner) / side, handedness, score, side_px, side_px, None
+
+
+# A close-up photo: its sides, in hand sizes (the larger side of the joints' box), and how far
+# its centre is from the hand's: the hand fills it, and now and then reaches past an edge.
+CLOSEUP_SIDE = (0.95, 1.6)
+CLOSEUP_SHIFT = 0.15
+
+
+def _framed_close(image: np.ndarray, landmarks_px: np.ndarray, rng: np.random.Generator):
+    """The render as a close-up photo of the hand shows it: only a rectangle around the
+    joints, black beyond it, as a crop of a photo is past the photo's edges."""
+    low, high = landmarks_px.min(0), landmarks_px.max(0)
+    size = float((high - low).max())
+    centre = (low + high) / 2 + rng.uniform(-CLOSEUP_SHIFT, CLOSEUP_SHIFT, 2) * size
+    half = rng.uniform(*CLOSEUP_SIDE, 2) * size / 2
+    (x0, y0), (x1, y1) = (
+        np.maximum(np.round(centre - half), 0).astype(int),
+        np.round(centre + half).astype(int),
+    )
+    framed = np.zeros_like(image)
+    framed[y0:y1, x0:x1] = image[y0:y1, x0:x1]
+    return framed
 
 
 Renderer = Callable[[list[tuple]], list]  # render jobs → their results, in order
@@ -158,11 +187,18 @@ def render_split(
         np.random.default_rng([settings.seed, 0x57]), settings.num_subjects
     )
     pick = np.random.default_rng([settings.seed, 0x5B, first_index])
+    # A stream of its own, so that the gestures' renders stay what they were at any fraction.
+    random_pose = np.random.default_rng([settings.seed, 0x905E, first_index]).random(count)
+    random_pose = random_pose < settings.random_poses
+    closeup = np.random.default_rng([settings.seed, 0xC105E, first_index]).random(count)
+    closeup = closeup < settings.closeups
     jobs = [
         (
             settings.seed,
             first_index + i,
-            GESTURE_CLASSES[(first_index + i) % len(GESTURE_CLASSES)],
+            RANDOM_POSE
+            if random_pose[i]
+            else GESTURE_CLASSES[(first_index + i) % len(GESTURE_CLASSES)],
             styles[pick.integers(len(styles))],
             settings.width,
             settings.height,
@@ -171,6 +207,7 @@ def render_split(
             (settings.crop_min, settings.crop_max) if settings.crop_max > 0 else None,
             crop_margin,
             context,
+            bool(closeup[i]),
         )
         for i in range(count)
     ]
@@ -264,6 +301,7 @@ def pretrain(
             "rendered": rendered,
             "labelled": len(data),
             "left_out": rendered - len(data),
+            "labelled_in_random_poses": int((data.table["class_name"] == RANDOM_POSE).sum()),
         }
         for name, rendered, data in (
             ("train", settings.num_images, train_split),

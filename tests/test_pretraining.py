@@ -18,6 +18,7 @@ from pipeline.checkpoint import (
 )
 from pipeline.params import PretrainParams, TrainParams
 from pipeline.pretraining import DISABLED_MARKER, pretrain, render_split
+from pipeline.sources.synthetic import RANDOM_POSE
 from pipeline.training import fit
 
 TRAIN = TrainParams(
@@ -57,6 +58,47 @@ def test_renders_carry_their_true_landmarks():
     )
     # the hand fills 1 / (margin * context) of the crop, around its centre
     assert inside.min() > 0.5 - 0.5 / 1.875 - 1e-9 and inside.max() < 0.5 + 0.5 / 1.875 + 1e-9
+
+
+def test_random_poses_join_the_gestures_and_leave_their_renders_as_they_were():
+    only_gestures = dataclasses.replace(PRETRAIN, random_poses=0.0)
+    gestures, _ = render_split(only_gestures, 12, 0, 32, "squash", "train")
+    mixed, _ = render_split(dataclasses.replace(PRETRAIN, random_poses=0.5), 12, 0, 32, "squash",
+                            "train")  # fmt: skip
+    is_random = (mixed.table["class_name"] == RANDOM_POSE).to_numpy()
+    assert 0 < is_random.sum() < 12
+    assert (gestures.table["class_name"] != RANDOM_POSE).all()
+    # a render in a gesture is the same hand, byte for byte, whatever the fraction
+    assert torch.equal(mixed.images[~is_random], gestures.images[~is_random])
+    np.testing.assert_array_equal(mixed.landmarks[~is_random], gestures.landmarks[~is_random])
+    # a random pose is another hand: other joints at every such index
+    moved = np.abs(mixed.landmarks[is_random] - gestures.landmarks[is_random]).max(axis=(1, 2))
+    assert (moved > 0.01).all()
+    everything, _ = render_split(dataclasses.replace(PRETRAIN, random_poses=1.0), 4, 0, 32,
+                                 "squash", "train")  # fmt: skip
+    assert (everything.table["class_name"] == RANDOM_POSE).all()
+
+
+def test_closeups_show_the_hand_as_a_crop_of_a_close_up_photo_does():
+    plain, _ = render_split(dataclasses.replace(PRETRAIN, closeups=0.0), 6, 0, 32, "crop",
+                            "train", 1.5, 1.25)  # fmt: skip
+    framed = dataclasses.replace(PRETRAIN, closeups=1.0)
+    close, _ = render_split(framed, 6, 0, 32, "crop", "train", 1.5, 1.25)
+    np.testing.assert_array_equal(close.landmarks, plain.landmarks)  # the same hands
+    assert (close.images <= plain.images).all()  # the photo's edges only take pixels away
+
+    def black(split):  # the fraction of each crop that is black, past the picture's edges
+        return (split.images == 0).all(dim=1).flatten(1).float().mean(dim=1)
+
+    # the hand fills the photo (0.95-1.6 of its size) and the crop is 1.875 of it: black around
+    assert (black(close) > black(plain) + 0.2).all()
+    some, _ = render_split(dataclasses.replace(PRETRAIN, closeups=0.5), 6, 0, 32, "crop",
+                           "train", 1.5, 1.25)  # fmt: skip
+    is_close = [not torch.equal(a, b) for a, b in zip(some.images, plain.images, strict=True)]
+    assert 0 < sum(is_close) < 6  # the others are the plain renders, byte for byte
+    for index, close_up in enumerate(is_close):
+        if close_up:
+            assert torch.equal(some.images[index], close.images[index])
 
 
 def test_pretrain_stage_writes_weights_the_train_stage_starts_from(tmp_path, monkeypatch):
@@ -126,7 +168,9 @@ def test_teacher_labels_are_the_teachers_answer_and_what_it_misses_is_counted(
     from pipeline.sources.synthetic import GESTURE_CLASSES
 
     # renders big enough for the palm detector, every gesture; enough for two worker processes
-    settings = dataclasses.replace(PRETRAIN, width=320, height=240, labels="teacher")
+    settings = dataclasses.replace(
+        PRETRAIN, width=320, height=240, labels="teacher", random_poses=0.5
+    )
     count = 32
     assert count // 16 >= 2 and count >= len(GESTURE_CLASSES)
     teacher = (teacher_model, LandmarksParams())
@@ -162,8 +206,11 @@ def test_teacher_labels_are_the_teachers_answer_and_what_it_misses_is_counted(
     )  # fmt: skip
     report = json.loads(metrics_path.read_text())
     assert report["labels"] == "teacher"
+    in_random_poses = int((labelled.table["class_name"] == RANDOM_POSE).sum())
+    assert 0 < in_random_poses < len(labelled)  # about half the renders
     assert report["train"] == {
-        "rendered": count, "labelled": len(labelled), "left_out": len(left_out)
+        "rendered": count, "labelled": len(labelled), "left_out": len(left_out),
+        "labelled_in_random_poses": in_random_poses,
     }  # fmt: skip
     assert len(report["renders_left_out"]) == len(left_out) + report["validation"]["left_out"]
 

@@ -14,6 +14,7 @@ from pipeline.keypoints import NUM_JOINTS, column_names, hand_size
 from pipeline.params import SyntheticParams
 from pipeline.sources.synthetic import (
     GESTURE_CLASSES,
+    RANDOM_POSE,
     make_subject_styles,
     render_hand,
     write_synthetic_dataset,
@@ -156,8 +157,9 @@ def test_dataset_reads_back_through_the_ouhands_reader(tiny_dataset):
 @pytest.mark.parametrize("width, height", [(640, 480), (320, 240)])
 def test_true_landmarks_lie_on_the_drawn_hand(width, height):
     styles = make_subject_styles(np.random.default_rng(7), 6)
-    for index in range(40):
-        gesture = GESTURE_CLASSES[index % len(GESTURE_CLASSES)]
+    # the ten gestures in turn, then hands in random poses
+    drawn = [(i, GESTURE_CLASSES[i % len(GESTURE_CLASSES)]) for i in range(40)]
+    for index, gesture in drawn + [(i, RANDOM_POSE) for i in range(40, 50)]:
         hand = render_hand(
             np.random.default_rng([11, index]), gesture, styles[index % 6], width, height
         )
@@ -177,8 +179,10 @@ def test_true_landmarks_lie_on_the_drawn_hand(width, height):
             mask_cols.max(),
             mask_rows.max(),
         ), "the box is the tight box of the mask"
-        # The hand is drawn big enough to be seen, as in OUHANDS.
-        assert 0.2 * height < hand_size(hand.landmarks_px) < 0.9 * height
+        # The hand is drawn big enough to be seen, as in OUHANDS (a random pose may be a fist
+        # seen end on, its joints' box a palm's length).
+        smallest = 0.15 if gesture == RANDOM_POSE else 0.2
+        assert smallest * height < hand_size(hand.landmarks_px) < 0.9 * height
 
 
 def test_teacher_finds_the_hand_where_the_truth_says(tmp_path):
@@ -191,8 +195,8 @@ def test_teacher_finds_the_hand_where_the_truth_says(tmp_path):
     # A fixed permutation of the joints: a truth in the wrong order must score far worse.
     shuffle = np.random.default_rng(0).permutation(NUM_JOINTS)
     with Teacher(model) as teacher:
-        for index in range(20):
-            gesture = GESTURE_CLASSES[index % len(GESTURE_CLASSES)]
+        for index in range(22):
+            gesture = (*GESTURE_CLASSES, RANDOM_POSE)[index % 11]
             hand = render_hand(np.random.default_rng([21, index]), gesture, styles[index % 10])
             result = teacher.detect(hand.image)
             if result.num_hands == 0:
@@ -206,11 +210,32 @@ def test_teacher_finds_the_hand_where_the_truth_says(tmp_path):
             shuffled = np.linalg.norm(found[best] - hand.landmarks_px[shuffle], axis=-1).mean()
             shuffled_errors.append(shuffled / size)
             same_label.append(result.handedness[best] == hand.handedness)
-    assert detected / 20 >= 0.85
+    assert detected / 22 >= 0.85
     # Measured about 0.07 of the hand size; a mirrored or shuffled truth is off by 0.3 or more.
     assert np.mean(errors) < 0.15
     assert np.mean(shuffled_errors) > 2 * np.mean(errors)
     assert np.mean(same_label) >= 0.75, "the handedness label must be the one MediaPipe gives"
+
+
+def test_random_poses_reach_every_finger_state_within_the_joints_limits():
+    from pipeline.sources.synthetic.kinematics import random_gesture
+
+    rng = np.random.default_rng(4)
+    poses = [random_gesture(rng) for _ in range(300)]
+    for finger in ("index", "middle", "ring", "pinky"):
+        curls = np.array([[p.fingers[finger].mcp, p.fingers[finger].pip, p.fingers[finger].dip]
+                          for p in poses])  # fmt: skip
+        assert curls.min() >= 0 and curls[:, 0].max() <= 97 and curls[:, 1].max() <= 116
+        assert (curls[:, 2] <= 0.8 * curls[:, 1] + 1e-9).all()  # the end joint follows the middle
+        straight, fist = curls[:, 1] < 15, curls[:, 1] > 75
+        assert 0.25 < straight.mean() < 0.55 and 0.2 < fist.mean() < 0.5, finger
+    # the fingers move on their own: all four straight, all curled and mixed hands all occur
+    pips = np.array([[p.fingers[f].pip for f in ("index", "middle", "ring", "pinky")]
+                     for p in poses])  # fmt: skip
+    assert (pips < 15).all(1).any() and (pips > 75).all(1).any()
+    assert ((pips < 15).any(1) & (pips > 75).any(1)).mean() > 0.3
+    thumbs = np.array([[p.thumb.abduction, p.thumb.lift] for p in poses])
+    assert (thumbs >= [10, 10]).all() and (thumbs <= [65, 55]).all()
 
 
 def test_a_sphere_chain_draws_what_its_spheres_draw_one_by_one():

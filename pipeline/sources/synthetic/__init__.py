@@ -17,7 +17,7 @@ from pipeline.sources.synthetic.dataset import (
     TRUTH_FILE,
     write_synthetic_dataset,
 )
-from pipeline.sources.synthetic.kinematics import GESTURE_CLASSES, GESTURES
+from pipeline.sources.synthetic.kinematics import GESTURE_CLASSES, GESTURES, RANDOM_POSE
 from pipeline.sources.synthetic.render import RenderedHand, render_hand
 from pipeline.sources.synthetic.subjects import SubjectStyle, make_subject_styles
 
@@ -25,6 +25,7 @@ __all__ = [
     "GESTURES",
     "GESTURE_CLASSES",
     "LISTS_DIR",
+    "RANDOM_POSE",
     "TEST_HAND_DIR",
     "TRAIN_HAND_DIR",
     "TRUTH_FILE",

@@ -157,6 +157,45 @@ GESTURES: dict[str, Gesture] = {
 }
 
 
+# Not a gesture: a pose drawn finger by finger (``random_gesture``), so that a network trained on
+# renders meets hands in more poses than the ten it is asked about (digits, counting, pointing).
+RANDOM_POSE = "random"
+# How much farther each finger can fan out from the middle one than at rest, degrees.
+_FAN_DEG: dict[str, float] = {"index": 10.0, "middle": 0.0, "ring": -7.0, "pinky": -14.0}
+
+
+def random_gesture(rng: np.random.Generator) -> Gesture:
+    """A pose no gesture names: each finger straight (40 %), curled into the palm (35 %) or
+    anywhere between, its middle and end joints bent with it (the end joint about two thirds
+    of the middle one, as the tendons couple them), the fingers fanned out or held together,
+    the thumb anywhere between lying along the index finger and reaching across the palm."""
+    fingers = {}
+    fan = rng.uniform(-0.4, 1.0)
+    for finger, fan_deg in _FAN_DEG.items():
+        kind = rng.random()
+        curl = (
+            rng.uniform(0, 0.1)
+            if kind < 0.4
+            else rng.uniform(0.75, 1.0)
+            if kind < 0.75
+            else rng.uniform(0.1, 0.75)
+        )
+        pip = 105.0 * curl * rng.uniform(0.8, 1.1)
+        fingers[finger] = FingerCurl(
+            mcp=88.0 * curl * rng.uniform(0.5, 1.1),
+            pip=pip,
+            dip=pip * rng.uniform(0.5, 0.8),
+            spread=fan * fan_deg * (1.0 - curl),
+        )
+    thumb = ThumbPose(
+        abduction=rng.uniform(10, 65),
+        lift=rng.uniform(10, 55),
+        mcp=rng.uniform(0, 55),
+        ip=rng.uniform(0, 45),
+    )
+    return Gesture(fingers, thumb)
+
+
 def rotation_about(axis: np.ndarray, degrees: float) -> np.ndarray:
     """Rodrigues: rotation by ``degrees`` about the unit vector ``axis`` (right-hand rule)."""
     axis = axis / np.linalg.norm(axis)

@@ -25,8 +25,10 @@ from pipeline.sources.synthetic.kinematics import (
     PALM_HALF_THICKNESS_CM,
     PALM_OUTLINE_CM,
     PHALANX_CM,
+    RANDOM_POSE,
     euler_rotation,
     pose_hand,
+    random_gesture,
     rotation_about,
 )
 from pipeline.sources.synthetic.raster import (
@@ -144,12 +146,19 @@ def render_hand(
     height: int = 480,
     hand_scale: tuple[float, float] = (0.35, 0.62),
 ) -> RenderedHand:
-    """One photo of ``subject_style``'s hand showing ``gesture``, with the true joint positions;
-    the hand's length is a fraction in ``hand_scale`` of the frame's height."""
-    if gesture not in GESTURES:
-        raise ValueError(f"unknown gesture {gesture!r}; expected one of {GESTURE_CLASSES}")
+    """One photo of ``subject_style``'s hand showing ``gesture`` (or, for ``RANDOM_POSE``, a
+    pose drawn from ``rng``), with the true joint positions; the hand's length is a fraction in
+    ``hand_scale`` of the frame's height."""
+    if gesture == RANDOM_POSE:
+        pose = random_gesture(rng)
+    elif gesture in GESTURES:
+        pose = GESTURES[gesture]
+    else:
+        raise ValueError(
+            f"unknown gesture {gesture!r}; expected one of {GESTURE_CLASSES} or {RANDOM_POSE!r}"
+        )
     style = subject_style
-    joints_cm, bones = pose_hand(GESTURES[gesture], style, rng)
+    joints_cm, bones = pose_hand(pose, style, rng)
 
     # A left hand is a mirrored right hand; the back of the hand shows after a half turn about
     # the hand's long axis.
