@@ -27,15 +27,16 @@ GOLDEN = SyntheticParams(
     num_images=16, width=160, height=120, num_subjects=2, seed=0, hand_scale_min=0.35,
     empty_fraction=0.0,
 )  # fmt: skip
-# The truth files of GOLDEN as the renderer wrote them before it became a package. Truth is
+# The truth files of GOLDEN as the renderer writes them (pinned again on 2026-12-06, when the
+# fingers took the lengths MediaPipe reads on real hands: kinematics.PHALANX_CM). Truth is
 # float64 geometry printed to 6 decimals, the same on every machine; the PNGs are not pinned,
 # since OpenCV's blur kernels may differ between CPUs.
 GOLDEN_TRUTH_SHA256 = {
     "OUHANDS_test/test/hand_data/true_landmarks.csv": (
-        "dea6f894bbdf87a0126a78823f06c0c1ae8dcdeefce44db3486d7f6413f808d0"
+        "83a7b87ce576ae0c551830648384ee5d731c4fb33d9f70c4f9147ba834481111"
     ),
     "OUHANDS_train/train/hand_data/true_landmarks.csv": (
-        "e3a49b309fe1cee66cdde705b84c6bc62b96bd831d4389b349f74f45b1708c4f"
+        "748b4f7fa40ac526c60a320c2d02ab12617c21abceff9a9c7e9205fc9559a6c2"
     ),
 }
 NAME = re.compile(r"^(?P<gesture>[A-Z]|none)-(?P<subject>s\d{2})-(?P<number>\d{4})\.png$")
@@ -215,6 +216,34 @@ def test_teacher_finds_the_hand_where_the_truth_says(tmp_path):
     assert np.mean(errors) < 0.15
     assert np.mean(shuffled_errors) > 2 * np.mean(errors)
     assert np.mean(same_label) >= 0.75, "the handedness label must be the one MediaPipe gives"
+
+
+def test_fingers_are_as_long_for_the_palm_as_the_teacher_reads_real_open_hands(
+    teacher_model, digits_root
+):
+    import cv2
+
+    from pipeline.keypoints import FINGERS
+    from pipeline.sources.synthetic.kinematics import MCP_CM, PHALANX_CM
+    from pipeline.teacher import Teacher
+
+    ratios = {finger: [] for finger in MCP_CM}
+    with Teacher(teacher_model) as teacher:
+        for path in sorted((digits_root / "5").glob("*.JPG"))[:80]:  # five fingers spread
+            detection = teacher.detect(cv2.imread(str(path))[:, :, ::-1].copy())
+            if detection.num_hands != 1:
+                continue
+            world = detection.world_landmarks[0].astype(np.float64)
+            for finger, ratio in ratios.items():
+                joints = world[list(FINGERS[finger])]  # MCP, PIP, DIP, tip
+                finger_length = np.linalg.norm(np.diff(joints, axis=0), axis=1).sum()
+                ratio.append(finger_length / np.linalg.norm(joints[0] - world[0]))
+    assert min(len(r) for r in ratios.values()) >= 60
+    for finger, ratio in ratios.items():
+        ours = sum(PHALANX_CM[finger]) / np.linalg.norm(MCP_CM[finger])
+        # measured 0.787, 0.936, 0.872, 0.761 (index .. little finger); the textbook lengths
+        # the renderer had before were 0.97, 1.09, 1.07, 0.87
+        assert abs(ours - np.median(ratio)) < 0.05, (finger, ours, np.median(ratio))
 
 
 def test_random_poses_reach_every_finger_state_within_the_joints_limits():

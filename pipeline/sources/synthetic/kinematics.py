@@ -30,13 +30,18 @@ MCP_CM: dict[str, tuple[float, float, float]] = {
     "pinky": (-3.2, 7.4, 0.45),
 }
 SPLAY_DEG: dict[str, float] = {"index": 6.0, "middle": 0.0, "ring": -6.0, "pinky": -13.0}
-# Proximal, middle and distal phalanx (the last to the fingertip landmark).
+# Proximal, middle and distal phalanx (the last to the fingertip landmark). The fingers are as
+# long, for the palm (wrist to MCP), as MediaPipe reads real open hands: its world landmarks on
+# 80 open-hand photos of ../shared's digits give finger / palm 0.79, 0.94, 0.87, 0.76 (index to
+# little finger, medians), where textbook bone lengths (3.9, 2.3, 2.1 cm ... for the index) gave
+# 0.97, 1.09, 1.07, 0.87: each finger is those lengths times 0.81, 0.86, 0.82, 0.88. MediaPipe
+# then reads the renders nearer their truth (docs/data.md, "How hand-like the renders are").
 PHALANX_CM: dict[str, tuple[float, float, float]] = {
     "thumb": (4.0, 3.2, 2.8),  # metacarpal (CMC to MCP), proximal, distal
-    "index": (3.9, 2.3, 2.1),
-    "middle": (4.4, 2.7, 2.2),
-    "ring": (4.1, 2.6, 2.2),
-    "pinky": (3.2, 1.9, 1.9),
+    "index": (3.16, 1.86, 1.70),
+    "middle": (3.78, 2.32, 1.89),
+    "ring": (3.36, 2.13, 1.80),
+    "pinky": (2.82, 1.67, 1.67),
 }
 # Radii at the base of the finger and at the tip.
 RADIUS_CM: dict[str, tuple[float, float]] = {
