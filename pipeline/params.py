@@ -557,10 +557,10 @@ class PretrainParams:
     # The fraction of renders in a pose drawn finger by finger (each finger straight, curled or
     # between, the thumb anywhere) instead of the ten gestures in turn: hands in poses that the
     # data set's gestures do not name.
-    random_poses: float = 0.0
+    random_poses: float = 0.5
     # The fraction of renders framed as a close-up photo (crop layout): the picture's edges
     # just around the hand, black beyond them in its crop, as in a crop of a close-up photo.
-    closeups: float = 0.0
+    closeups: float = 0.3
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.random_poses <= 1.0, "pretrain.random_poses", "must be in [0, 1]")
