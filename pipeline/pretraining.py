@@ -111,7 +111,9 @@ CLOSEUP_SIDE = (0.95, 1.6)
 CLOSEUP_SHIFT = 0.15
 
 
-def _framed_close(image: np.ndarray, landmarks_px: np.ndarray, rng: np.random.Generator):
+def _framed_close(
+    image: np.ndarray, landmarks_px: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """The render as a close-up photo of the hand shows it: only a rectangle around the
     joints, black beyond it, as a crop of a photo is past the photo's edges."""
     low, high = landmarks_px.min(0), landmarks_px.max(0)
@@ -176,11 +178,13 @@ def render_split(
     teacher: tuple[Path, LandmarksParams] | None = None,
     render: Renderer | None = None,
 ) -> tuple[SplitData, list[dict]]:
-    """``count`` rendered hands (gestures in turn, subjects at random) as a training split whose
+    """``count`` rendered hands (gestures in turn, or for ``settings.random_poses`` of them a
+    random pose; subjects at random) as a training split whose
     landmarks are the truth (z = 0), or with ``teacher`` (the model file and the landmarks
     section) the teacher's answer on each render (z = 0 too: pretraining does not train depth).
     For the crop layout, each image is the hand's crop (``crop_margin``) around those
-    landmarks, cut ``context`` times wider as the train stage's training crops are. Also
+    landmarks, cut ``context`` times wider as the train stage's training crops are, framed as
+    a close-up photo for ``settings.closeups`` of them. Also
     returns the renders left out (teacher labels only): their name, split and why. ``render``:
     a ``renderer`` to use instead of one made for this split (its teacher, if any, labels)."""
     styles = make_subject_styles(

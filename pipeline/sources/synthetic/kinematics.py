@@ -178,13 +178,12 @@ def random_gesture(rng: np.random.Generator) -> Gesture:
     fan = rng.uniform(-0.4, 1.0)
     for finger, fan_deg in _FAN_DEG.items():
         kind = rng.random()
-        curl = (
-            rng.uniform(0, 0.1)
-            if kind < 0.4
-            else rng.uniform(0.75, 1.0)
-            if kind < 0.75
-            else rng.uniform(0.1, 0.75)
-        )
+        if kind < 0.4:  # straight
+            curl = rng.uniform(0, 0.1)
+        elif kind < 0.75:  # curled into the palm
+            curl = rng.uniform(0.75, 1.0)
+        else:
+            curl = rng.uniform(0.1, 0.75)
         pip = 105.0 * curl * rng.uniform(0.8, 1.1)
         fingers[finger] = FingerCurl(
             mcp=88.0 * curl * rng.uniform(0.5, 1.1),
