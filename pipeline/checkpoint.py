@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from pipeline.codec import LandmarkCodec
+from pipeline.imports import REPO, imported_files
 from pipeline.io import atomic_path
 from pipeline.model import LandmarkRegressor, ModelConfig, build_model
 from pipeline.params import (
@@ -176,17 +177,20 @@ def model_from_checkpoint(
     return model, codec, config
 
 
-def code_digest() -> str:
-    """The source of this package (every .py file under pipeline/): what computes the numbers.
+def code_digest(module: str = "pipeline.training", root: Path = REPO) -> str:
+    """The project files ``module`` imports (transitively: for the default, the code that trains
+    and checkpoints) in the checkout at ``root``: what computes the numbers a checkpoint holds.
 
     A checkpoint written by other code must not be resumed. `dvc repro` re-runs the train stage
     when its code changes, but keeps models/student (persist: true, for resuming after a kill):
     without this, an interrupted last.pt from the old code would be continued by the new code.
+    Only the imported files count, the train stages' code deps (tests/test_dvc_deps.py keeps
+    those equal): a change to a file they do not import (e.g. ``predict``) leaves their outputs
+    byte-identical, so a fresh clone's `dvc repro` writes the dvc.lock the workspace has.
     """
-    package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode())
+    for path in sorted(imported_files(module, root)):
+        digest.update(path.relative_to(root).as_posix().encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
 

@@ -4,13 +4,15 @@ refused naming the file, before anything in it runs."""
 from __future__ import annotations
 
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pipeline.checkpoint import CheckpointError, code_digest, load_checkpoint, save_checkpoint
 from pipeline.cli import main
+from pipeline.imports import REPO
 from pipeline.student import load_student
 
 
@@ -60,3 +62,17 @@ def test_saving_anything_but_tensors_and_plain_values_is_refused(tmp_path):
     save_checkpoint(tmp_path / "ok.pt", plain)
     loaded = torch.load(tmp_path / "ok.pt", weights_only=True)
     assert loaded["a"] == plain["a"] and torch.equal(loaded["t"]["w"], plain["t"]["w"])
+
+
+def test_the_code_digest_follows_the_files_training_imports_and_no_others(tmp_path):
+    """A fresh clone's `dvc repro` must write the checkpoints (and so the dvc.lock) the
+    workspace has: a file the train stages do not import must not change their fingerprint."""
+    shutil.copytree(REPO / "pipeline", tmp_path / "pipeline")
+    before = code_digest(root=tmp_path)
+    assert before == code_digest()  # the copy is the same code
+    with open(tmp_path / "pipeline" / "predict.py", "a") as file:  # not imported by training
+        file.write("\n# a comment\n")
+    assert code_digest(root=tmp_path) == before
+    with open(tmp_path / "pipeline" / "losses.py", "a") as file:  # imported by training
+        file.write("\n# a comment\n")
+    assert code_digest(root=tmp_path) != before

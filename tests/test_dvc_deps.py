@@ -8,69 +8,14 @@ check needs no stage to run; its own test shows that it catches a removed dep li
 
 from __future__ import annotations
 
-import ast
 import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipeline.imports import imported_files
 from tests.dvc_repo import REPO
-
-PROJECT_PACKAGES = ("pipeline", "stages")
-
-
-def module_file(module: str, root: Path = REPO) -> Path | None:
-    """The file of a project module (``pipeline.data`` → pipeline/data.py), or None."""
-    if module.split(".")[0] not in PROJECT_PACKAGES:
-        return None
-    base = root.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _imported_modules(path: Path, module: str) -> set[str]:
-    """Every module named by an import anywhere in the file (functions included), with the
-    packages each one runs on the way (``a.b.c`` imports ``a`` and ``a.b`` first)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from the file's package upwards
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parts, base] if base else parts)
-            names.add(base)
-            # `from pipeline import distributed` imports the module pipeline.distributed
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    with_parents = set()
-    for name in names:
-        parts = name.split(".")
-        with_parents.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return with_parents
-
-
-def imported_files(module: str, root: Path = REPO) -> set[Path]:
-    """The project files that importing ``module`` runs, transitively."""
-    seen: set[Path] = set()
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        # importing a.b.c runs a/__init__.py and a/b/__init__.py first
-        for i in range(1, len(parts) + 1):
-            path = module_file(".".join(parts[:i]), root)
-            if path is None or path in seen:
-                continue
-            seen.add(path)
-            owner = ".".join(parts[:i])
-            todo.extend(_imported_modules(path, owner))
-    return seen
 
 
 def stage_module(cmd: str) -> str:
