@@ -3,7 +3,8 @@ MediaPipe teacher, in image mode and in video (tracking) mode.
 
 Everyone gets the same 640x480 RGB frames, already decoded (decoding is not timed for anyone).
 Image mode: the student runs both passes on every image (the finder on the letterboxed frame,
-then the landmark network on the crop it gives; crops are cut from the frame with one affine),
+then the landmark network on the crop it gives, then up to ``refine`` more crop passes until
+the square settles; crops are cut from the frame with one affine),
 the teacher (``pipeline.teacher.Teacher``) its palm detector and landmark model. Video mode: a
 clip of a moving hand (each of a few rendered hands shifted, turned and scaled a little frame by
 frame); the student tracks (frame t's crop from frame t-1's landmarks, the finder again only
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
                 tracked = [bool(onnx_student.track(rgb).tracked[0]) for rgb in clip]
                 refound.append(1 - float(np.mean(tracked)))
                 print(f"  round {round_index + 1}/{args.rounds} done")
+            crop_passes = [onnx_student.predict_images([rgb], 1).crop_passes[0] for rgb in images]
 
     teacher_image = median(rates["image", "teacher, MediaPipe"])
     teacher_video_rate = median(rates["video", "teacher, MediaPipe (video mode)"])
@@ -149,6 +151,10 @@ def main(argv: list[str] | None = None) -> dict:
         )
     )
     print(f"student tracking: the finder ran again on {np.mean(refound):.1%} of the clip's frames")
+    print(
+        f"student image mode: {np.mean(crop_passes):.2f} crop passes a frame (refine "
+        f"{onnx_student.refine}: at most {onnx_student.refine + 1}, fewer where the square settles)"
+    )
     output = {
         "benchmark": NAME,
         "model": str(args.model),
@@ -160,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": args.threads,
         "rounds": args.rounds,
         "student_refind_fraction": round(float(np.mean(refound)), 4),
+        "student_crop_passes_image_mode": round(float(np.mean(crop_passes)), 3),
         "targets": "image mode >= 3x the teacher, tracking >= 5x",
         "summary": summary,
         "machine": info,

@@ -622,9 +622,10 @@ class FinderParams:
     epochs: int = 12
     lr: float = 6e-3
     batch_size: int = 16
-    # Image mode: crop passes after the first, each on the square of the previous pass's
-    # landmarks (as tracking does from frame to frame), so the finder only has to be near.
-    refine: int = 2
+    # Image mode: at most this many crop passes after the first, each on the square of the
+    # previous pass's landmarks (as tracking does from frame to frame), so the finder only has
+    # to be near; an image whose square has settled stops early (``student.SETTLED``).
+    refine: int = 3
     # The zoom of the finder's frames (log-uniform, in place of train.scale_min/max): wide, so
     # that it meets hands of every size in the frame. Trained on small hands in rooms with the
     # crop model's 0.8-1.25 it found close-ups of other people at 0.59 PCK@0.1 end to end; with

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -17,7 +19,8 @@ from pipeline.crops import crop_square, square_corners
 from pipeline.data import TEACHES_PRESENCE
 from pipeline.evaluation import calibrate_finder_margin, evaluate_outputs, run_student
 from pipeline.export import export_student
-from pipeline.inference import load_networks_from
+from pipeline.inference import Network, load_networks_from
+from pipeline.keypoints import NUM_JOINTS
 from pipeline.params import FinderParams, TrainParams, finder_params_for
 from pipeline.predict import predict_path
 from pipeline.samples import (
@@ -37,6 +40,7 @@ from pipeline.student import (
     find_squares,
     keep_surest_pass,
     load_student,
+    square_settled,
     squares_from_landmarks,
 )
 from pipeline.training import fit
@@ -269,6 +273,7 @@ def test_image_mode_reports_the_pass_it_keeps(trained):
     test = table[table["split"] == "test"].reset_index(drop=True)
     rgbs = [cv2.cvtColor(cv2.imread(str(root / p)), cv2.COLOR_BGR2RGB) for p in test["path"]]
     student = load_student(root / "student" / BEST, "cpu", finder=root / "finder" / BEST, refine=2)
+    student.settle = 0.0  # every image gets both refinements (the settling: the test below)
     width, height = np.full(len(rgbs), WIDTH), np.full(len(rgbs), HEIGHT)
     squares, _ = student.find(rgbs, batch_size=4)
     passes = []
@@ -283,6 +288,81 @@ def test_image_mode_reports_the_pass_it_keeps(trained):
         landmarks, _, squares = keep_surest_pass(passes, min_presence)
         np.testing.assert_array_equal(result.squares, squares)
         np.testing.assert_array_equal(result.landmarks[..., 1], landmarks[..., 1] * HEIGHT)
+
+
+def test_the_settling_tolerance_runs_every_refinement_or_none(trained):
+    root, table = trained
+    test = table[table["split"] == "test"].reset_index(drop=True)
+    rgbs = [cv2.cvtColor(cv2.imread(str(root / p)), cv2.COLOR_BGR2RGB) for p in test["path"]]
+    student = load_student(root / "student" / BEST, "cpu", finder=root / "finder" / BEST, refine=3)
+    student.settle = 0.0
+    every = student.predict_images(rgbs, batch_size=4)
+    assert (every.crop_passes == 4).all()
+    student.settle = np.inf  # every square counts as settled: the first crop pass alone
+    first = student.predict_images(rgbs, batch_size=4)
+    assert (first.crop_passes == 1).all()
+    squares, _ = student.find(rgbs, batch_size=4)
+    landmarks, _ = student.crop_pass(rgbs, squares, batch_size=4)
+    np.testing.assert_array_equal(first.squares, squares)
+    np.testing.assert_array_equal(first.landmarks[..., 0], landmarks[..., 0] * WIDTH)
+
+
+class HalfwayNetwork(Network):
+    """A stand-in network for the refinement loop alone: on a crop of image k (a picture of the
+    value k, ``widths[k]`` wide) it returns landmarks whose square lies halfway from the crop's
+    square to ``target``, so each pass halves the distance, as a network that sees part of the
+    hand and points towards the rest would."""
+
+    def __init__(self, target: tuple[float, float, float], widths: list[int], margin=1.5):
+        super().__init__(Path("halfway"), SimpleNamespace(image_size=16), None, 0, "landmarks",
+                         margin)  # fmt: skip
+        self.target, self.widths = np.array(target), np.array(widths, np.float64)
+
+    def predict(self, images, frames, batch_size=32):
+        image = images[:, 0, images.shape[2] // 2, images.shape[3] // 2].numpy()
+        width = self.widths[image]
+        side = width / frames.scale[:, 0]  # crop_frames, inverted
+        height = frames.scale[:, 1] * side
+        shown = np.column_stack([(0.5 - frames.offset) * side[:, None], side])
+        following = (shown + self.target) / 2
+        spread = np.linspace(-0.5, 0.5, NUM_JOINTS) * following[:, 2:] / self.crop_margin
+        x, y = following[:, :1] + spread, following[:, 1:2] + spread / 2
+        landmarks = np.stack([x / width[:, None], y / height[:, None], np.zeros_like(x)], -1)
+        return landmarks, np.full(len(images), 0.9)
+
+
+def test_refinement_stops_once_the_square_settles():
+    target = (40.0, 30.0, 24.0)
+    sizes = [(160, 120), (80, 60), (64, 48), (100, 75)]
+    network = HalfwayNetwork(target, [w for w, _ in sizes])
+    student = TopDownStudent(network, network, min_presence=0.5, refine=4)
+    student.settle = 0.05
+    rgbs = [np.full((h, w, 3), k, np.uint8) for k, (w, h) in enumerate(sizes)]
+    result = student.predict_images(rgbs, batch_size=4)
+    for (w, h), passes, square in zip(sizes, result.crop_passes, result.squares):
+        shown = (np.array([w / 2, h / 2, max(w, h)]) + target) / 2  # the finder's square
+        expected = 1
+        while expected < 5:  # the first crop pass and up to 4 refinements
+            following = (shown + target) / 2
+            if square_settled(shown[None], following[None], 0.05)[0]:
+                break
+            shown, expected = following, expected + 1
+        assert passes == expected
+        np.testing.assert_allclose(square, shown)
+    assert len(set(result.crop_passes)) > 1  # the images settle after different passes
+    student.settle = 0.0
+    assert (student.predict_images(rgbs, batch_size=4).crop_passes == 5).all()
+
+
+def test_square_settled_measures_the_centre_by_the_side_and_the_side_by_its_factor():
+    previous = np.array([[100.0, 100.0, 50.0]] * 4)
+    following = np.array(
+        [[102.0, 100.0, 50.0], [103.0, 100.0, 50.0], [100.0, 100.0, 52.0], [100.0, 100.0, 53.0]]
+    )
+    # 2/50 = 0.04 < 0.05; 3/50 = 0.06; log(52/50) = 0.039; log(53/50) = 0.058
+    np.testing.assert_array_equal(
+        square_settled(previous, following, 0.05), [True, False, True, False]
+    )
 
 
 def test_evaluation_reports_end_to_end_oracle_crop_and_presence(trained, student):
