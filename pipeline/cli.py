@@ -60,7 +60,8 @@ def _student_options(command: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     command.add_argument(
         "--refine", type=int, default=None, metavar="N",
-        help="crop passes after the first in image mode (default: what the model file says)",
+        help="at most N crop passes after the first in image mode, fewer where the square "
+        "settles (default: what the model file says)",
     )  # fmt: skip
     command.add_argument("--device", choices=DEVICES, default="auto")
     command.add_argument("--no-progress", action="store_true")

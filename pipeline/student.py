@@ -125,9 +125,13 @@ MARGIN_SCALE_LIMITS = (0.5, 2.0)
 # and change the side by less than this factor (log), is not run: the image keeps its last pass.
 # On the default data (validation, models of 3 seeds) a pass beyond that point was as likely to
 # drift as to help, and settled images are most of them after two passes: up to 3 refinements
-# with this stop gave validation end to end 0.807 / 0.837 / 0.827 (2 refinements without it:
-# 0.808 / 0.822 / 0.828) at 2.6-2.7 crop passes an image instead of 3 (docs/student.md,
-# "Refinement until the square settles").
+# with this stop gave validation end to end 0.809 / 0.840 / 0.827 (2 refinements for every
+# image: 0.808 / 0.822 / 0.828) at 2.7-2.8 crop passes an image instead of 3. The first
+# refinement always runs: the first crop pass is on the finder's square (the finder's own,
+# calibrated margin), the refinement on the crop model's own square, the framing it was
+# trained on; on real digit close-ups, whose squares barely move, without it 8 of the
+# teacher's 146 test hands came out "no hand" (presence 0.3-0.5 on the finder's square), with it
+# 3 (docs/student.md, "Refinement until the square settles").
 SETTLED = 0.05
 
 
@@ -241,9 +245,10 @@ class TopDownStudent(Student):
 
     def predict_images(self, rgbs, batch_size=32):
         """Both passes for every image (the crop pass also where the finder sees no hand, so
-        that its landmarks can be looked at; the presence says which to believe), then up to
-        ``refine`` more crop passes for the images whose square has not settled
-        (``square_settled``): a settled image keeps its last pass, as if it had run again. Of
+        that its landmarks can be looked at; the presence says which to believe), then one
+        more on the crop model's own square, then up to ``refine`` - 1 more for the images whose
+        square has not settled (``square_settled``): a settled image keeps its last pass, as if
+        it had run again. Of
         the crop passes the last counts, unless it lost the hand (presence below
         ``min_presence``): then the pass that was surest of it (``keep_surest_pass``).
         ``Prediction.crop_passes`` says how many ran for each image."""
@@ -255,10 +260,11 @@ class TopDownStudent(Student):
         passes = [(landmarks, crop_presence, squares)]
         active = np.arange(len(rgbs))
         crop_passes = np.ones(len(rgbs), int)
-        for _ in range(self.refine):
+        for refinement in range(self.refine):
             landmarks, crop_presence, squares = (column.copy() for column in passes[-1])
             following = squares_from_landmarks(landmarks, width, height, self.margin)
-            active = active[~square_settled(squares[active], following[active], self.settle)]
+            if refinement:  # the first refinement always runs (``SETTLED``)
+                active = active[~square_settled(squares[active], following[active], self.settle)]
             if not len(active):
                 break
             squares[active] = following[active]
