@@ -248,9 +248,8 @@ class TopDownStudent(Student):
         that its landmarks can be looked at; the presence says which to believe), then one
         more on the crop model's own square, then up to ``refine`` - 1 more for the images whose
         square has not settled (``square_settled``): a settled image keeps its last pass, as if
-        it had run again. Of
-        the crop passes the last counts, unless it lost the hand (presence below
-        ``min_presence``): then the pass that was surest of it (``keep_surest_pass``).
+        it had run again. Of the crop passes the last counts, unless it lost the hand (presence
+        below ``min_presence``): then the pass that was surest of it (``keep_surest_pass``).
         ``Prediction.crop_passes`` says how many ran for each image."""
         if not len(rgbs):
             return _empty()
