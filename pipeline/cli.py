@@ -201,6 +201,13 @@ def _score(args: argparse.Namespace) -> int:
         f"{metrics['pck_05']:.3f}/{metrics['pck_10']:.3f}/{metrics['pck_20']:.3f}, "
         f"AUC {metrics['auc']:.3f}"
     )
+    oracle = report["oracle_crop"]
+    if oracle is not None:
+        print(
+            f"on the teacher's crop (no finder): PCK@0.05/0.1/0.2 {oracle['pck_05']:.3f}/"
+            f"{oracle['pck_10']:.3f}/{oracle['pck_20']:.3f}, MPJPE {oracle['mpjpe_px']:.2f}px "
+            f"({oracle['mpjpe_norm_hand']:.3f} of hand size)"
+        )
     presence = report["presence"]
     print(
         f"presence vs teacher: says hand on {presence['presence_recall']} of its detections, "

@@ -392,6 +392,41 @@ def test_evaluation_reports_end_to_end_oracle_crop_and_presence(trained, student
     assert "oracle_crop_vs_teacher" in evaluation.pck_curves.columns
 
 
+def test_score_reports_the_oracle_crop_as_the_evaluate_stage_does(
+    student, digits_root, teacher_model, tmp_path, capsys
+):
+    """``hand-landmarks score`` on real photos: beside end to end, the landmark network on the
+    teacher's crop, the same numbers as the evaluate stage's oracle crop of those images."""
+    from pipeline.cli import main
+    from pipeline.metrics import compare_landmarks
+    from pipeline.scoring import score_folder
+
+    folder = tmp_path / "digits"
+    for class_name, name in (("0", "IMG_1118.JPG"), ("5", "IMG_1123.JPG"), ("5", "IMG_1133.JPG")):
+        (folder / class_name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(digits_root / class_name / name, folder / class_name / name)
+    cache = tmp_path / "cache"
+    result = score_folder(student, folder, teacher_model, cache_dir=cache, progress=False)
+    report = result.report
+    assert report["scored"] >= 2 and report["oracle_crop"] is not None
+    assert report["oracle_crop"] != report["student_vs_teacher"]  # no finder, no refinement
+    labels = result.labels.table
+    detected = labels[labels["num_hands"] > 0].reset_index(drop=True)
+    detected = detected.assign(has_hand=True)
+    outputs = run_student(student, detected, folder, 4)
+    width, height = detected["width"].to_numpy(float), detected["height"].to_numpy(float)
+    teacher = detected[LANDMARK_COLUMNS].to_numpy(float).reshape(-1, 21, 3)
+    evaluated = compare_landmarks(outputs.oracle, teacher, width, height)
+    for key, value in report["oracle_crop"].items():
+        assert value == pytest.approx(evaluated[key], abs=1e-4), key
+    # and the command line prints it
+    argv = ["score", str(student.path), str(folder), "--teacher", str(teacher_model)]
+    finder = ["--finder", str(Path(student.path).parent.parent / "finder" / BEST)]
+    options = ["--json", str(tmp_path / "score.json"), "--cache-dir", str(cache), "--no-progress"]
+    assert main([*argv, *finder, *options]) == 0
+    assert "on the teacher's crop (no finder): PCK@0.05/0.1/0.2" in capsys.readouterr().out
+
+
 def test_empty_frame_agreement_only_where_the_truth_says_what_is_drawn(trained, student):
     """Rendered frames know which are empty; photos (truth columns empty) are not counted as
     empty frames (they were, reading 0.05 on the digit photos, every one of which has a hand)."""
