@@ -34,15 +34,10 @@ from pipeline.labeling import label_images
 from pipeline.metrics import compare_landmarks, presence_agreement
 from pipeline.params import LandmarksParams
 from pipeline.predict import InputError, Inputs, list_image_files, predict_inputs
+from pipeline.samples import oracle_squares
 from pipeline.schema import LANDMARK_COLUMNS
 from pipeline.sources import DataListing, ImageRecord, SkippedFile
-from pipeline.student import (
-    DEFAULT_MIN_PRESENCE,
-    Student,
-    TopDownStudent,
-    load_student,
-    squares_from_landmarks,
-)
+from pipeline.student import DEFAULT_MIN_PRESENCE, Student, TopDownStudent, load_student
 from pipeline.teacher import (
     MEDIAPIPE_WHEEL_VERSION,
     TeacherModelError,
@@ -233,9 +228,7 @@ def oracle_crop_landmarks(
     """(N, joints, 3) the crop pass on the teacher's square of each of ``detected``'s images
     (its landmarks' box times the landmark network's margin, as in training and the evaluate
     stage's oracle crop), fractions of the image; no finder, no refinement."""
-    width = detected["width"].to_numpy(np.float64)
-    height = detected["height"].to_numpy(np.float64)
-    squares = squares_from_landmarks(_landmarks(detected), width, height, student.margin)
+    squares = oracle_squares(detected, student.margin)
     parts = []
     for start in range(0, len(detected), batch_size):
         rows = slice(start, start + batch_size)

@@ -354,6 +354,7 @@ def test_score_real_photos_labels_each_image_once(
     assert report["labelled_now"] == 6
     metrics = report["student_vs_teacher"]
     assert metrics["mpjpe_px"] > 0 and 0 <= metrics["pck_10"] <= metrics["pck_20"] <= 1
+    assert report["oracle_crop"] is None  # a whole-frame student has no crop to be given
     assert set(report["per_class"]) == {"(top level)", "0", "5"}
     assert report["per_class"]["(top level)"] == {"images": 1, "detection_rate": 0.0, "scored": 0}
 
