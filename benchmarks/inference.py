@@ -15,6 +15,7 @@ round and medians are shown. Targets: image mode >= 3x the teacher, tracking >= 
 
     python benchmarks/inference.py                                  # models/export/student.onnx
     python benchmarks/inference.py --model models/export/student.onnx --images 64 --rounds 3
+    python benchmarks/inference.py --refine 1 --threads 1    # at most one refinement, one thread
 """
 
 # The repo root goes on sys.path before the imports, so `python benchmarks/<name>.py` works.
@@ -80,13 +81,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--frames-per-hand", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
+    parser.add_argument(
+        "--refine",
+        type=int,
+        default=None,
+        help="crop passes after the first, at most (default: what the model records)",
+    )
     args = parser.parse_args(argv)
     if not args.model.is_file():
         raise SystemExit(f"{args.model} not found: run `dvc repro` (the export stage) first")
     torch.set_num_threads(args.threads)
     info = machine()
-    onnx_student = load_student(args.model, "cpu", threads=args.threads)
-    torch_student = load_student(args.model.with_suffix(".pt"), "cpu")
+    onnx_student = load_student(args.model, "cpu", threads=args.threads, refine=args.refine)
+    torch_student = load_student(args.model.with_suffix(".pt"), "cpu", refine=args.refine)
 
     with temporary_folder(NAME) as tmp:
         images = read_all(write_images("synthetic", args.images, Path(tmp)))
@@ -164,6 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         "images": len(images),
         "clip_frames": len(clip),
         "threads": args.threads,
+        "refine": onnx_student.refine,
         "rounds": args.rounds,
         "student_refind_fraction": round(float(np.mean(refound)), 4),
         "student_crop_passes_image_mode": round(float(np.mean(crop_passes)), 3),
