@@ -364,7 +364,7 @@ class TrainParams:
     ``dvc exp run -S ...`` line in docs/student.md."""
 
     pretrained: str = "synthetic"  # none | imagenet | synthetic (the pretrain stage's weights)
-    image_size: int = 80
+    image_size: int = 128
     # crop: top-down, a square around the hand (found by the finder at inference); squash |
     # letterbox: the whole frame (the seed's student)
     input_layout: str = "crop"
