@@ -22,6 +22,7 @@ import copy
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -228,23 +229,59 @@ class OnnxNetwork(Network):
         return np.concatenate(landmarks), np.concatenate(presence).astype(np.float64)
 
 
+# ONNX Runtime's process-wide thread pool, which every session here shares: the number of threads
+# it was made with (0: ONNX Runtime's default), None before the first session. A top-down student
+# alternates two networks at batch 1. With a pool each, the idle network's threads either
+# busy-wait, taking a core from the one running, or sleep and are woken again at each of its
+# operators: a finder pass and three crop passes took 5.5-5.9 ms (2 threads each, no spinning),
+# 6.8-8.6 (spinning) and 4.9-6.1 (1 thread each) on the 2-core VM, one shared pool of 2
+# 3.3-3.7 (docs/performance.md, "One thread pool for both networks").
+_shared_pool: dict[str, int | None] = {"threads": None}
+
+
+def _share_thread_pool(threads: int) -> bool:
+    """Make (once per process) or reuse the shared pool; False where this onnxruntime cannot
+    make one from Python (the ``set_global_thread_pool_sizes`` binding came after 1.17)."""
+    made = _shared_pool["threads"]
+    if made is None:
+        make = getattr(onnxruntime.capi._pybind_state, "set_global_thread_pool_sizes", None)
+        if make is None:
+            return False
+        try:
+            make(threads, 1)
+        except Exception as error:  # onnxruntime's own type
+            if "already been created" not in str(error):
+                raise  # else made before, outside this module: shared all the same, its size
+                # unknown here
+        _shared_pool["threads"] = made = threads
+    if made != threads:
+        warnings.warn(
+            f"ONNX Runtime's thread pool for this process has "
+            f"{made or 'its default number of'} threads (the first model loaded chose it); "
+            f"threads={threads} does not change it",
+            stacklevel=3,
+        )
+    return True
+
+
 def onnx_session(
     model: str | os.PathLike | bytes,
     threads: int = 0,
-    spin: bool = True,
     providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime session; ``threads`` 0 leaves the thread count to ONNX Runtime.
-
-    ``spin=False`` stops idle worker threads from busy-waiting for the next run, which otherwise
-    takes CPU from anything else the process does between runs (torch, MediaPipe).
-    """
+    """An ONNX Runtime session on the process's shared thread pool (``_shared_pool``), which
+    the first session makes with ``threads`` (0: ONNX Runtime's default, one a physical core);
+    a later session's ``threads`` cannot change it (a warning says so). With an onnxruntime too
+    old to share one, a pool of its own; with ``threads`` set, its idle threads do not spin
+    (they would take the CPU from anything else the process does between runs)."""
     options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    if not spin:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if _share_thread_pool(threads):
+        options.use_per_session_threads = False
+    else:
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model if isinstance(model, bytes) else str(model)
     return onnxruntime.InferenceSession(source, options, providers=list(providers))
 
@@ -297,7 +334,7 @@ def onnx_metadata(session: onnxruntime.InferenceSession, path: Path) -> dict:
 def _onnx_network(path: Path, device: str, threads: int = 0) -> tuple[Network, dict]:
     providers = _onnx_providers(device)
     try:
-        session = onnx_session(path, threads, spin=not threads, providers=providers)
+        session = onnx_session(path, threads, providers=providers)
     except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
         raise CheckpointError(f"{path} cannot be loaded as an ONNX model ({error})") from None
     meta = onnx_metadata(session, path)
@@ -336,7 +373,7 @@ def load_networks_from(
     or an ONNX export (``.onnx``; a landmark model's finder is the ``.onnx`` its metadata names,
     beside it, checked by sha256). Keys: ``landmarks`` and, where the file has one, ``finder``.
 
-    ``threads``: ONNX Runtime's threads (0: its default), which then do not spin between runs.
+    ``threads``: ONNX Runtime's (0: its default), one pool for the process (``onnx_session``).
     Raises ``CheckpointError`` for a missing, unsafe or foreign file, or one whose weights do not
     fit the config it carries; ``DeviceError`` for a device this machine lacks.
     """

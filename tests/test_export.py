@@ -1,12 +1,13 @@
 """ONNX export of a tiny trained student: torch's numbers, the contract, metadata, atomicity."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline import export
+from pipeline import export, inference
 from pipeline.checkpoint import BEST, CheckpointError, load_checkpoint, model_from_checkpoint
 from pipeline.codec import NUM_OUTPUTS, LandmarkCodec
 from pipeline.export import ExportError, export_student, read_metadata
@@ -39,7 +40,7 @@ def test_export_matches_torch_at_batch_1_and_3_and_carries_metadata(checkpoint, 
     payload = load_checkpoint(checkpoint)
     model, codec, config = model_from_checkpoint(payload)
     model.eval()
-    runtime = session(onnx_path, threads=2)
+    runtime = session(onnx_path)
     (given,) = runtime.get_inputs()
     returned = {o.name: o for o in runtime.get_outputs()}
     assert (given.name, given.type, given.shape[1:]) == (INPUT_NAME, "tensor(float)", [3, 32, 32])
@@ -65,6 +66,22 @@ def test_export_matches_torch_at_batch_1_and_3_and_carries_metadata(checkpoint, 
 
     props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     assert json.loads(props[METADATA_KEY]) == metadata
+
+
+def test_sessions_share_one_thread_pool_whose_size_the_first_chose(checkpoint, tmp_path):
+    export_student(checkpoint, tmp_path / "export")  # its check's session made the pool, if
+    onnx_path = tmp_path / "export" / "student.onnx"  # no earlier test in this process had
+    made = inference._shared_pool["threads"]
+    assert made is not None
+    images = skeleton_split(2, seed=5).images.float().div(255).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = session(onnx_path, threads=made)  # the pool's own size: no warning
+    with pytest.warns(UserWarning, match="thread pool for this process has"):
+        second = session(onnx_path, threads=made + 1)
+    outputs = [s.run([OUTPUT_NAME, PRESENCE_NAME], {INPUT_NAME: images}) for s in (first, second)]
+    np.testing.assert_array_equal(outputs[1][0], outputs[0][0])  # one graph, one pool
+    np.testing.assert_array_equal(outputs[1][1], outputs[0][1])
 
 
 def test_export_is_deterministic(checkpoint, tmp_path):
