@@ -245,8 +245,12 @@ class SyntheticParams:
     hand_scale_min: float = 0.2
     hand_scale_max: float = 0.62
     empty_fraction: float = 0.1  # frames with no hand at all (the presence head's negatives)
+    # How far the palm (or the back) turns away from the camera about the hand's long axis,
+    # degrees either way, drawn uniformly (90: edge on).
+    turn_max: float = 25.0
 
     def __post_init__(self) -> None:
+        _check(0 <= self.turn_max <= 90, "synthetic.turn_max", "must be in [0, 90] degrees")
         _check(self.num_images >= 3, "synthetic.num_images", f"must be >= 3, got {self.num_images}")
         _check(
             0.05 <= self.hand_scale_min <= self.hand_scale_max <= 0.9,
@@ -561,8 +565,11 @@ class PretrainParams:
     # The fraction of renders framed as a close-up photo (crop layout): the picture's edges
     # just around the hand, black beyond them in its crop, as in a crop of a close-up photo.
     closeups: float = 0.3
+    # synthetic.turn_max for these renders.
+    turn_max: float = 25.0
 
     def __post_init__(self) -> None:
+        _check(0 <= self.turn_max <= 90, "pretrain.turn_max", "must be in [0, 90] degrees")
         _check(0.0 <= self.random_poses <= 1.0, "pretrain.random_poses", "must be in [0, 1]")
         _check(0.0 <= self.closeups <= 1.0, "pretrain.closeups", "must be in [0, 1]")
         _check(

@@ -69,9 +69,9 @@ def _render(job: tuple) -> tuple | str:
     """One hand → (input image, landmarks as fractions of the picture, handedness and its
     score, picture width and height, the crop square or None), or why it has no label."""
     (seed, index, gesture, style, width, height, image_size, layout, crop, margin, context,
-     closeup) = job  # fmt: skip
+     closeup, turn_max) = job  # fmt: skip
     rng = np.random.default_rng([seed, 0x9E7, index])
-    hand = render_hand(rng, gesture, style, width, height)
+    hand = render_hand(rng, gesture, style, width, height, turn_max=turn_max)
     landmarks_px, handedness, score = hand.landmarks_px, hand.handedness, 1.0
     if _render_teacher is not None:
         detection = _render_teacher.detect(hand.image)
@@ -212,6 +212,7 @@ def render_split(
             crop_margin,
             context,
             bool(closeup[i]),
+            settings.turn_max,
         )
         for i in range(count)
     ]

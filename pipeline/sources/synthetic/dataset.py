@@ -74,14 +74,14 @@ def _plan(params: SyntheticParams) -> tuple[list[SubjectStyle], list[_ImageJob],
 def _write_image(task: tuple) -> tuple[str, str, str]:
     """Render one image, write its PNG and box file; return its truth row's fields (NaN for a
     frame without a hand, which has no box file)."""
-    job, style, width, height, hand_dir, hand_scale = task
+    job, style, width, height, hand_dir, hand_scale, turn_max = task
     rng = np.random.default_rng([job.seed, job.index])
     if job.gesture == EMPTY_CLASS:
         bgr = cv2.cvtColor(render_empty(rng, width, height), cv2.COLOR_RGB2BGR)
         if not cv2.imwrite(str(hand_dir / "colour" / job.file_name), bgr, PNG_OPTIONS):
             raise OSError(f"could not write {hand_dir / 'colour' / job.file_name}")
         return job.file_name, "", ",".join(["nan"] * len(column_names("", "xy")))
-    hand = render_hand(rng, job.gesture, style, width, height, hand_scale)
+    hand = render_hand(rng, job.gesture, style, width, height, hand_scale, turn_max)
     bgr = cv2.cvtColor(hand.image, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(str(hand_dir / "colour" / job.file_name), bgr, PNG_OPTIONS):
         raise OSError(f"could not write {hand_dir / 'colour' / job.file_name}")
@@ -127,6 +127,7 @@ def write_synthetic_dataset(
                 params.height,
                 test_dir if job.is_test else train_dir,
                 (params.hand_scale_min, params.hand_scale_max),
+                params.turn_max,
             )
             for job in jobs
         ]

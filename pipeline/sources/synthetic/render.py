@@ -145,10 +145,12 @@ def render_hand(
     width: int = 640,
     height: int = 480,
     hand_scale: tuple[float, float] = (0.35, 0.62),
+    turn_max: float = 25.0,
 ) -> RenderedHand:
     """One photo of ``subject_style``'s hand showing ``gesture`` (or, for ``RANDOM_POSE``, a
     pose drawn from ``rng``), with the true joint positions; the hand's length is a fraction in
-    ``hand_scale`` of the frame's height."""
+    ``hand_scale`` of the frame's height, and the palm (or the back) turns away from the camera
+    about the hand's long axis by up to ``turn_max`` degrees either way (90: seen edge on)."""
     if gesture == RANDOM_POSE:
         pose = random_gesture(rng)
     elif gesture in GESTURES:
@@ -165,7 +167,7 @@ def render_hand(
     is_left = bool(rng.random() < 0.5)
     shows_back = bool(rng.random() < 0.3)
     mirror = np.diag([-1.0 if is_left else 1.0, 1.0, 1.0])
-    yaw = rng.uniform(-25, 25) + (180.0 if shows_back else 0.0)
+    yaw = rng.uniform(-turn_max, turn_max) + (180.0 if shows_back else 0.0)
     rotation = euler_rotation(rng.uniform(-30, 30), rng.uniform(-20, 15), yaw) @ mirror
     # MediaPipe names a hand by how it looks in the picture: the right hand built here (thumb on
     # the image's right while the palm faces the camera) it calls "Right" (checked on renders).
