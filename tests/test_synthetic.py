@@ -186,6 +186,26 @@ def test_true_landmarks_lie_on_the_drawn_hand(width, height):
         assert smallest * height < hand_size(hand.landmarks_px) < 0.9 * height
 
 
+def test_turn_max_turns_the_palm_away_from_the_camera():
+    """The same draws with another ``turn_max`` change only the turn about the hand's long axis,
+    which shortens the knuckles' span across the palm in the picture by its cosine."""
+    styles = make_subject_styles(np.random.default_rng(7), 4)
+
+    def knuckle_span(index: int, turn_max: float) -> float:
+        gesture = GESTURE_CLASSES[index % len(GESTURE_CLASSES)]
+        rng = np.random.default_rng([13, index])
+        hand = render_hand(rng, gesture, styles[index % 4], 320, 240, turn_max=turn_max)
+        return float(np.linalg.norm(hand.landmarks_px[5] - hand.landmarks_px[17]))
+
+    facing = np.array([knuckle_span(i, 0.0) for i in range(12)])
+    turned = np.array([knuckle_span(i, 80.0) for i in range(12)])
+    assert np.all(turned <= facing * 1.05)  # never wider than square on (perspective aside)
+    assert np.sum(turned < 0.6 * facing) >= 2  # some seen nearly edge on
+    default = render_hand(np.random.default_rng([13, 0]), "A", styles[0], 320, 240)
+    explicit = render_hand(np.random.default_rng([13, 0]), "A", styles[0], 320, 240, turn_max=25)
+    np.testing.assert_array_equal(default.image, explicit.image)  # 25: the default's renders
+
+
 def test_teacher_finds_the_hand_where_the_truth_says(tmp_path):
     from pipeline.teacher import Teacher, build_teacher_model
 
