@@ -241,7 +241,7 @@ _shared_pool: dict[str, int | None] = {"threads": None}
 
 def _share_thread_pool(threads: int) -> bool:
     """Make (once per process) or reuse the shared pool; False where this onnxruntime cannot
-    make one from Python (the ``set_global_thread_pool_sizes`` binding came after 1.17)."""
+    make one from Python (older builds lack the ``set_global_thread_pool_sizes`` binding)."""
     made = _shared_pool["threads"]
     if made is None:
         make = getattr(onnxruntime.capi._pybind_state, "set_global_thread_pool_sizes", None)
@@ -250,9 +250,9 @@ def _share_thread_pool(threads: int) -> bool:
         try:
             make(threads, 1)
         except Exception as error:  # onnxruntime's own type
+            # Made before, outside this module: shared all the same, its size unknown here.
             if "already been created" not in str(error):
-                raise  # else made before, outside this module: shared all the same, its size
-                # unknown here
+                raise
         _shared_pool["threads"] = made = threads
     if made != threads:
         warnings.warn(
