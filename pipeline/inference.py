@@ -277,11 +277,10 @@ def onnx_session(
     options = onnxruntime.SessionOptions()
     if _share_thread_pool(threads):
         options.use_per_session_threads = False
-    else:
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    elif threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model if isinstance(model, bytes) else str(model)
     return onnxruntime.InferenceSession(source, options, providers=list(providers))
 

@@ -566,7 +566,7 @@ class PretrainParams:
     # just around the hand, black beyond them in its crop, as in a crop of a close-up photo.
     closeups: float = 0.3
     # synthetic.turn_max for these renders.
-    turn_max: float = 25.0
+    turn_max: float = SyntheticParams.turn_max
 
     def __post_init__(self) -> None:
         _check(0 <= self.turn_max <= 90, "pretrain.turn_max", "must be in [0, 90] degrees")
