@@ -156,10 +156,13 @@ def main(argv: list[str] | None = None) -> None:
                     cache_dir=work / "label-cache", workers=cpu_count(), progress=False,
                 ).report  # fmt: skip
                 runs[key]["held_out_every_photo"][name] = report
-                every = report["student_vs_teacher"]
+                # None where the teacher found no hand, or (oracle) for a whole-frame student
+                every = report["student_vs_teacher"] or {}
+                oracle = report["oracle_crop"] or {}
                 held_out_rows.append([
-                    mix, seed, name, report["scored"], every["pck_05"], every["pck_10"],
-                    every["auc"], report["oracle_crop"]["pck_10"],
+                    mix, seed, name, report["scored"], every.get("pck_05", float("nan")),
+                    every.get("pck_10", float("nan")), every.get("auc", float("nan")),
+                    oracle.get("pck_10", float("nan")),
                 ])  # fmt: skip
             print(f"{key}: {seconds / 60:.1f} min", flush=True)
 
