@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     close_ups, pasted = halves_by_person(DIGITS, args.digit_photos)
     digits = link_folder(close_ups, work / "digits")
     scenes_of = link_folder(pasted, work / "scene-photos")
-    scenes = write_scenes(scenes_of, work / "scenes")
+    scenes_root = work / "scenes"
+    scenes = write_scenes(scenes_of, scenes_root)
     print(
         f"digits: {len(close_ups)} close-ups; scenes: {scenes['scenes']} pasted + "
         f"{scenes['empty']} empty, from {len(pasted)} photos of other people"
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides: dict[str, dict] = {
         "data": {"extra_sources": {
             "digits": {"source": "folders", "root": str(digits), "subject_pattern": DIGITS_PATTERN},
-            "scenes": {"source": "folders", "root": str(work / "scenes"),
+            "scenes": {"source": "folders", "root": str(scenes_root),
                        "subject_pattern": SCENES_PATTERN},
         }},
         "train": {},
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     # A data set no run trains on is scored on every photo (`hand-landmarks score`'s numbers),
     # not only its test split: none of them was trained on or picked the epoch, and the
     # digits' test split alone is 80 hands, too few to tell two mixes apart.
-    folders = {"synthetic": repo / "data/synthetic", "digits": digits, "scenes": work / "scenes"}
+    folders = {"synthetic": repo / "data/synthetic", "digits": digits, "scenes": scenes_root}
     teacher = repo / "models" / "teacher" / "hand_landmarker.task"
     rows, held_out_rows, runs = [], [], {}
     for seed in args.seeds:
