@@ -540,7 +540,7 @@ class PretrainParams:
 
     LABELS = ("truth", "teacher")
 
-    num_images: int = 2000
+    num_images: int = 4000
     validation_images: int = 100
     width: int = 320  # rendered at this size, then resized to train.image_size
     height: int = 240
