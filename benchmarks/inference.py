@@ -16,6 +16,7 @@ round and medians are shown. Targets: image mode >= 3x the teacher, tracking >= 
     python benchmarks/inference.py                                  # models/export/student.onnx
     python benchmarks/inference.py --model models/export/student.onnx --images 64 --rounds 3
     python benchmarks/inference.py --refine 1 --threads 1    # at most one refinement, one thread
+    python benchmarks/inference.py --flip-test      # + the student reading each crop mirrored too
 """
 
 # The repo root goes on sys.path before the imports, so `python benchmarks/<name>.py` works.
@@ -87,6 +88,11 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="crop passes after the first, at most (default: what the model records)",
     )
+    parser.add_argument(
+        "--flip-test",
+        action="store_true",
+        help="also the ONNX student that reads each crop and its mirror (docs/use.md)",
+    )
     args = parser.parse_args(argv)
     if not args.model.is_file():
         raise SystemExit(f"{args.model} not found: run `dvc repro` (the export stage) first")
@@ -94,6 +100,11 @@ def main(argv: list[str] | None = None) -> dict:
     info = machine()
     onnx_student = load_student(args.model, "cpu", threads=args.threads, refine=args.refine)
     torch_student = load_student(args.model.with_suffix(".pt"), "cpu", refine=args.refine)
+    flipping = {}  # the same ONNX student with the flip test, interleaved with the others
+    if args.flip_test:
+        flipping["student, ONNX Runtime, flip test"] = load_student(
+            args.model, "cpu", threads=args.threads, refine=args.refine, flip_test=True
+        )
 
     with temporary_folder(NAME) as tmp:
         images = read_all(write_images("synthetic", args.images, Path(tmp)))
@@ -118,6 +129,9 @@ def main(argv: list[str] | None = None) -> dict:
                 "student, torch": lambda rgb, i: torch_student.track(rgb),
                 "teacher, MediaPipe (video mode)": teacher_video,
             }
+            for name, student in flipping.items():
+                image_mode[name] = lambda rgb, i, s=student: s.predict_images([rgb], 1)
+                video_mode[name] = lambda rgb, i, s=student: s.track(rgb)
             for run in image_mode.values():  # warm-up: kernels, allocations, caches
                 run(images[0], 0)
             rates: dict[tuple[str, str], list[float]] = {}
@@ -126,8 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
                 for name, run in image_mode.items():
                     rates.setdefault(("image", name), []).append(per_frame_rate(run, images))
                 for name, run in video_mode.items():
-                    onnx_student.reset()
-                    torch_student.reset()
+                    for student in (onnx_student, torch_student, *flipping.values()):
+                        student.reset()
                     rates.setdefault(("video", name), []).append(per_frame_rate(run, clip))
                 onnx_student.reset()
                 tracked = [bool(onnx_student.track(rgb).tracked[0]) for rgb in clip]
@@ -172,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
         "clip_frames": len(clip),
         "threads": args.threads,
         "refine": onnx_student.refine,
+        "flip_test": args.flip_test,
         "rounds": args.rounds,
         "student_refind_fraction": round(float(np.mean(refound)), 4),
         "student_crop_passes_image_mode": round(float(np.mean(crop_passes)), 3),
@@ -179,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
         "summary": summary,
         "machine": info,
     }
-    finish(NAME, output)
+    finish(f"{NAME}_flip_test" if args.flip_test else NAME, output)
     return output
 
 

@@ -88,7 +88,7 @@ def model_alone(params: TrainParams, steps: int, warmup: int = 3) -> float:
 
     def step() -> None:
         with autocast(device):
-            outputs = model(x)
+            outputs = model(x)[0]
         loss = torch.nn.functional.smooth_l1_loss(outputs.float(), y, beta=0.02)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

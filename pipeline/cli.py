@@ -63,6 +63,11 @@ def _student_options(command: argparse.ArgumentParser) -> None:
         help="at most N crop passes after the first in image mode, fewer where the square "
         "settles (default: what the model file says)",
     )  # fmt: skip
+    command.add_argument(
+        "--flip-test", action="store_true",
+        help="read each crop and its mirror image and keep the surer reading: twice the crop "
+        "passes, fewer hands read the wrong way round on photos unlike the training set",
+    )  # fmt: skip
     command.add_argument("--device", choices=DEVICES, default="auto")
     command.add_argument("--no-progress", action="store_true")
 
@@ -145,6 +150,7 @@ def _predict(args: argparse.Namespace) -> int:
         min_presence=args.min_presence,
         finder=args.finder,
         refine=args.refine,
+        flip_test=args.flip_test,
     )
     skipped = write_predictions(result, args.output)
     hands = int((result.presence >= args.min_presence).sum())
@@ -181,6 +187,7 @@ def _score(args: argparse.Namespace) -> int:
         min_presence=args.min_presence,
         finder=args.finder,
         refine=args.refine,
+        flip_test=args.flip_test,
     )
     report = result.report
     write_json(args.json_path, report)

@@ -37,9 +37,7 @@ from pipeline.codec import NUM_OUTPUTS
 from pipeline.inference import (
     INPUT_NAME,
     METADATA_KEY,
-    OUTPUT_NAME,
     OUTPUT_NAMES,
-    PRESENCE_NAME,
     onnx_session,
 )
 from pipeline.io import atomic_path
@@ -161,7 +159,7 @@ def max_difference(
     seed: int = 0,
 ) -> float:
     """Largest |ONNX Runtime - torch| over seeded random uint8 images at each batch size, on the
-    landmarks and the presence."""
+    landmarks, the presence and the confidence."""
     runtime = onnx_session(exported)
     rng = np.random.default_rng(seed)
     model = model.eval().cpu()
@@ -170,24 +168,22 @@ def max_difference(
         pixels = rng.integers(0, 256, (batch, 3, image_size, image_size), dtype=np.uint8)
         images = pixels.astype(np.float32) / 255
         try:
-            onnx_landmarks, onnx_presence = runtime.run(
-                [OUTPUT_NAME, PRESENCE_NAME], {INPUT_NAME: images}
-            )
+            onnx_outputs = runtime.run(OUTPUT_NAMES, {INPUT_NAME: images})
         except Exception as error:  # onnxruntime's own exception types
             raise ExportError(
                 f"the exported model fails on a batch of {batch}: {str(error).strip()[-300:]}"
             ) from None
         with torch.no_grad():
-            torch_landmarks, torch_presence = (t.numpy() for t in model(torch.from_numpy(images)))
-        if onnx_landmarks.shape != (batch, NUM_OUTPUTS) or onnx_presence.shape != (batch,):
+            torch_outputs = [t.numpy() for t in model(torch.from_numpy(images))]
+        shapes = [o.shape for o in onnx_outputs]
+        expected = [(batch, NUM_OUTPUTS), (batch,), (batch,)]
+        if shapes != expected:
             raise ExportError(
-                f"exported model returns {onnx_landmarks.shape} and {onnx_presence.shape} for a "
-                f"batch of {batch}, expected {(batch, NUM_OUTPUTS)} and {(batch,)}"
+                f"exported model returns {', '.join(map(str, shapes))} for a batch of {batch}, "
+                f"expected {', '.join(map(str, expected))} ({', '.join(OUTPUT_NAMES)})"
             )
         worst = max(
-            worst,
-            float(np.abs(onnx_landmarks - torch_landmarks).max()),
-            float(np.abs(onnx_presence - torch_presence).max()),
+            worst, *(float(np.abs(o - t).max()) for o, t in zip(onnx_outputs, torch_outputs))
         )
     return worst
 

@@ -11,7 +11,9 @@ The ONNX contract (``export`` writes it, ``load_model`` reads it):
 
 - one input ``images``: float32 (N, 3, S, S), RGB in [0, 1]; the mean/std normalisation is inside
   the graph, S is ``model_config["image_size"]``;
-- one output ``landmarks``: float32 (N, 63), the codec's encoded targets;
+- outputs ``landmarks``: float32 (N, 63), the codec's encoded targets; ``presence``: (N,) the
+  probability of a hand; ``confidence``: (N,) how sure the landmarks are (the flip test's measure;
+  exports from before 2026-12-06 lack it and run without the flip test);
 - N is a dynamic axis;
 - ``metadata_props["learned_hand_landmarks"]`` is JSON ``{"model_config", "codec", "epoch"}``.
 """
@@ -46,7 +48,9 @@ from pipeline.model import ModelConfig
 INPUT_NAME = "images"
 OUTPUT_NAME = "landmarks"
 PRESENCE_NAME = "presence"
-OUTPUT_NAMES = [OUTPUT_NAME, PRESENCE_NAME]
+CONFIDENCE_NAME = "confidence"
+OUTPUT_NAMES = [OUTPUT_NAME, PRESENCE_NAME, CONFIDENCE_NAME]
+LEGACY_OUTPUT_NAMES = [OUTPUT_NAME, PRESENCE_NAME]  # exports without the confidence
 METADATA_KEY = "learned_hand_landmarks"
 DEVICES = ("auto", "cuda", "mps", "cpu")
 
@@ -115,7 +119,7 @@ def predict(
         if channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):
-            coords, probability = model(x)
+            coords, probability, _ = model(x)
         landmarks.append(coords.float().cpu())
         presence.append(probability.float().cpu())
     if not landmarks:
@@ -155,13 +159,45 @@ class Network:
         self.path, self.config, self.codec, self.epoch = path, config, codec, epoch
         self.role, self.crop_margin, self.refine = role, crop_margin, refine
 
+    # Whether ``run`` makes the flip test (``flip_test_choice``): see ``use_flip_test``.
+    flip_test: bool = False
+    # Whether the network reports its confidence (ONNX exports from before the flip test do not).
+    has_confidence: bool = True
+
     @property
     def image_size(self) -> int:
         return self.config.image_size
 
-    def run(self, images: torch.Tensor, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 (N, 3, S, S) → (N, joints*3) encoded targets and (N,) presence probabilities."""
+    def use_flip_test(self, enabled: bool) -> None:
+        """From now on ``run`` reads each input and its mirror image and keeps the surer of the
+        two (``flip_test_choice``); a clear error where the network cannot say which is surer."""
+        if enabled and (self.config.head == "pooled_mlp" or not self.has_confidence):
+            why = (
+                "its pooled_mlp head has no distribution to be sure of"
+                if self.config.head == "pooled_mlp"
+                else "it was exported before the flip test (no 'confidence' output); "
+                "export it again with `dvc repro export`"
+            )
+            raise CheckpointError(f"{self.path}: the flip test needs a confidence, but {why}")
+        self.flip_test = bool(enabled)
+
+    def outputs(
+        self, images: torch.Tensor, batch_size: int = 32
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 (N, 3, S, S) → (N, joints*3) encoded targets, (N,) presence probabilities and
+        (N,) confidences (NaN where the network has none)."""
         raise NotImplementedError
+
+    def run(self, images: torch.Tensor, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N, 3, S, S) → (N, joints*3) encoded targets and (N,) presence probabilities;
+        with the flip test, of each input and its mirror image the surer reading."""
+        if not self.flip_test:
+            return self.outputs(images, batch_size)[:2]
+        # One batch of both (at batch 1 cheaper than two), made by numpy: torch's own ops beside
+        # ONNX Runtime's threads cost milliseconds of thread hand-off (``pipeline.student._batch``).
+        pixels = images.numpy()
+        both = torch.from_numpy(np.concatenate([pixels, pixels[..., ::-1]]))
+        return flip_test_choice(*self.outputs(both, 2 * batch_size))
 
     def predict(
         self, images: torch.Tensor, frames: InputFrames, batch_size: int = 32
@@ -170,6 +206,25 @@ class Network:
         (fractions of each original image, z decoded) and (N,) presence."""
         encoded, presence = self.run(images, batch_size)
         return self.codec.decode(encoded, frames), presence
+
+
+def flip_test_choice(
+    encoded: np.ndarray, presence: np.ndarray, confidence: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The flip test: ``encoded``, ``presence`` and ``confidence`` of 2N inputs, the second N
+    the first N mirrored left to right → per input the landmarks of the surer of its two readings
+    (the mirror's mapped back, x → 1 - x) and the mean of their presences.
+
+    A hand and its mirror image are a left and a right hand. On photos unlike its training set
+    the network can read one of the two the wrong way round (a thumb as a little finger); the
+    wrong reading is the less sure one more often than not (docs/student.md, "The flip test")."""
+    count = len(encoded) // 2
+    plain = encoded[:count]
+    mirrored = np.array(encoded[count:], dtype=plain.dtype).reshape(count, NUM_JOINTS, 3)
+    mirrored[..., 0] = 1 - mirrored[..., 0]
+    use_mirror = confidence[count:] > confidence[:count]
+    chosen = np.where(use_mirror[:, None], mirrored.reshape(count, -1), plain)
+    return chosen, (presence[:count] + presence[count:]) / 2
 
 
 def fold_batch_norm(module: nn.Module) -> nn.Module:
@@ -197,36 +252,48 @@ class TorchNetwork(Network):
         self.module, self.device = module, device
 
     @torch.no_grad()
-    def run(self, images, batch_size=32):
-        landmarks, presence = [], []
+    def outputs(self, images, batch_size=32):
+        landmarks, presence, confidence = [], [], []
         for chunk in batches(len(images), batch_size, None):
             x = images[chunk].to(self.device).float().div_(255)
             if channels_last(self.device):
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(self.device):
-                coords, probability = self.module(x)
+                coords, probability, sureness = self.module(x)
             landmarks.append(coords.float().cpu())
             presence.append(probability.float().cpu())
+            confidence.append(sureness.float().cpu())
         if not landmarks:
-            return np.zeros((0, NUM_JOINTS * 3), np.float32), np.zeros(0)
-        return torch.cat(landmarks).numpy(), torch.cat(presence).numpy().astype(np.float64)
+            return np.zeros((0, NUM_JOINTS * 3), np.float32), np.zeros(0), np.zeros(0)
+        return (
+            torch.cat(landmarks).numpy(),
+            torch.cat(presence).numpy().astype(np.float64),
+            torch.cat(confidence).numpy().astype(np.float64),
+        )
 
 
 class OnnxNetwork(Network):
     def __init__(self, path, config, codec, epoch, role, crop_margin, session, refine=0):
         super().__init__(path, config, codec, epoch, role, crop_margin, refine)
         self.session = session
+        self.has_confidence = CONFIDENCE_NAME in {o.name for o in session.get_outputs()}
 
-    def run(self, images, batch_size=32):
-        landmarks, presence = [], []
+    def outputs(self, images, batch_size=32):
+        names = OUTPUT_NAMES if self.has_confidence else LEGACY_OUTPUT_NAMES
+        landmarks, presence, confidence = [], [], []
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].numpy().astype(np.float32) / 255.0
-            coords, probability = self.session.run(OUTPUT_NAMES, {INPUT_NAME: x})
-            landmarks.append(coords)
-            presence.append(probability)
+            returned = self.session.run(names, {INPUT_NAME: x})
+            landmarks.append(returned[0])
+            presence.append(returned[1])
+            confidence.append(returned[2] if self.has_confidence else np.full(len(x), np.nan))
         if not landmarks:
-            return np.zeros((0, NUM_JOINTS * 3), np.float32), np.zeros(0)
-        return np.concatenate(landmarks), np.concatenate(presence).astype(np.float64)
+            return np.zeros((0, NUM_JOINTS * 3), np.float32), np.zeros(0), np.zeros(0)
+        return (
+            np.concatenate(landmarks),
+            np.concatenate(presence).astype(np.float64),
+            np.concatenate(confidence).astype(np.float64),
+        )
 
 
 # ONNX Runtime's process-wide thread pool, which every session here shares: the number of threads
@@ -344,7 +411,10 @@ def _onnx_network(path: Path, device: str, threads: int = 0) -> tuple[Network, d
         raise CheckpointError(f"{path}: model config or codec not understood ({error})") from None
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = [o.name for o in session.get_outputs()]
-    if INPUT_NAME not in inputs or sorted(outputs) != sorted(OUTPUT_NAMES):
+    if INPUT_NAME not in inputs or sorted(outputs) not in (
+        sorted(OUTPUT_NAMES),
+        sorted(LEGACY_OUTPUT_NAMES),
+    ):
         raise CheckpointError(
             f"{path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; expected "
             f"{INPUT_NAME!r} and {', '.join(OUTPUT_NAMES)}"

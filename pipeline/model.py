@@ -199,6 +199,12 @@ class IntegralHead(nn.Module):
         return torch.stack([x, y], dim=-1)
 
     @staticmethod
+    def confidence(logits: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """(N,) mean over joints of the heatmap's peak probability: how sure the head is."""
+        (maps,) = logits
+        return F.softmax(maps.flatten(2).float(), dim=-1).amax(-1).mean(-1)
+
+    @staticmethod
     def encode(xy: torch.Tensor, shape: tuple[int, int], sigma_px: float, image_size: int):
         """Target heatmaps (N, J, h, w): separable discretised Gaussians; sigma in input px."""
         h, w = shape
@@ -241,6 +247,12 @@ class SimCCHead(nn.Module):
             probs = F.softmax(axis_logits.float(), dim=-1)
             coords.append((probs * bin_centres(probs.shape[-1], probs.device)).sum(-1))
         return torch.stack(coords, dim=-1)
+
+    @staticmethod
+    def confidence(logits: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """(N,) mean over joints and both axes of the peak bin's probability."""
+        peaks = [F.softmax(axis.float(), dim=-1).amax(-1) for axis in logits]
+        return torch.stack(peaks, -1).mean((-2, -1))
 
     @staticmethod
     def encode(xy: torch.Tensor, bins: int, sigma_px: float, image_size: int):
@@ -318,11 +330,19 @@ class LandmarkRegressor(nn.Module):
         coords = torch.cat([xy.to(z.dtype), z[..., None]], dim=-1)
         return HeadOutput(coords, logits, self.presence(pooled)[:, 0])
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``images``: float (N, 3, H, W) in [0, 1] → (N, joints*3) encoded targets and the (N,)
-        probability that the input shows a hand."""
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``images``: float (N, 3, H, W) in [0, 1] → (N, joints*3) encoded targets, the (N,)
+        probability that the input shows a hand and the (N,) ``confidence`` of the landmarks."""
         out = self.forward_train(images)
-        return out.coords.flatten(1), torch.sigmoid(out.presence.float())
+        return out.coords.flatten(1), torch.sigmoid(out.presence.float()), self.confidence(out)
+
+    def confidence(self, out: HeadOutput) -> torch.Tensor:
+        """(N,) how sure the head is of its landmarks, 0-1: the mean peak probability of its
+        distributions (what the flip test compares, ``pipeline.inference``). The pooled head has
+        none: 1 everywhere."""
+        if self.config.head == "pooled_mlp":
+            return torch.ones_like(out.presence, dtype=torch.float32)
+        return self.head.confidence(out.logits)
 
     def encode_distributions(self, xy: torch.Tensor, logits, sigma_px: float):
         """Targets for ``logits`` from input-frame ``xy`` (N, joints, 2)."""

@@ -683,6 +683,7 @@ class EvaluateParams:
     grid_images: int = 12  # test images drawn in the overlay grid
     batch_size: int = 32
     min_presence: float = 0.5  # the student says "hand" at this presence and above
+    flip_test: bool = False  # each crop and its mirror image, the surer reading kept
 
     def __post_init__(self) -> None:
         _check(0 < self.min_presence < 1, "evaluate.min_presence", "must be in (0, 1)")

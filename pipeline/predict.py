@@ -312,6 +312,7 @@ def predict_path(
     min_presence: float = DEFAULT_MIN_PRESENCE,
     finder: str | os.PathLike | None = None,
     refine: int | None = None,
+    flip_test: bool = False,
 ) -> Predictions:
     """Landmarks for an image file, a folder of images (recursive) or a video file.
 
@@ -324,7 +325,9 @@ def predict_path(
     ``overwrite``.
     """
     if not isinstance(model, Student):
-        model = load_student(model, device, finder, min_presence, refine=refine)
+        model = load_student(
+            model, device, finder, min_presence, refine=refine, flip_test=flip_test
+        )
     inputs = find_inputs(input_path)
     if overlay_dir is not None:
         check_output_folder(overlay_dir, [input_path])

@@ -251,6 +251,7 @@ def score_folder(
     min_presence: float = DEFAULT_MIN_PRESENCE,
     finder: str | os.PathLike | None = None,
     refine: int | None = None,
+    flip_test: bool = False,
 ) -> ScoreResult:
     """Label ``folder`` with the teacher (cached), run the student on every readable image, and
     compare: landmarks where the teacher found a hand, presence everywhere (the teacher's verdict
@@ -259,7 +260,9 @@ def score_folder(
     started = time.perf_counter()
     listing = folder_listing(folder)
     if not isinstance(model, Student):
-        model = load_student(model, device, finder, min_presence, refine=refine)
+        model = load_student(
+            model, device, finder, min_presence, refine=refine, flip_test=flip_test
+        )
     teacher_model = Path(teacher_model) if teacher_model else pinned_teacher_model()
     if not teacher_model.is_file():
         raise TeacherModelError(
@@ -325,6 +328,7 @@ def score_folder(
             "min_presence": min_presence,
             **presence_agreement(presence, found, min_presence),
         },
+        "flip_test": bool(model.landmarks.flip_test),
         "per_class": _per_class(labels.table, detected, predicted),
         "skipped": len(skipped),
         "skipped_files": [{"path": s.path, "reason": s.reason} for s in skipped],

@@ -307,11 +307,17 @@ def _empty() -> Prediction:
 
 
 def student_from(
-    networks: dict[str, Network], min_presence: float = DEFAULT_MIN_PRESENCE, source: str = ""
+    networks: dict[str, Network],
+    min_presence: float = DEFAULT_MIN_PRESENCE,
+    source: str = "",
+    flip_test: bool = False,
 ) -> Student:
-    """The student these networks make (see ``pipeline.checkpoint.ROLES``)."""
+    """The student these networks make (see ``pipeline.checkpoint.ROLES``); ``flip_test``: its
+    landmark network reads each input and its mirror image (``Network.use_flip_test``)."""
     landmarks = networks["landmarks"]
     role = landmarks.role
+    if role in ("whole_frame", "cascade", "landmarks"):
+        landmarks.use_flip_test(flip_test)
     if role == "whole_frame":
         return WholeFrameStudent(landmarks, min_presence)
     if role == "cascade":
@@ -334,18 +340,19 @@ def load_student(
     min_presence: float = DEFAULT_MIN_PRESENCE,
     threads: int = 0,
     refine: int | None = None,
+    flip_test: bool = False,
 ) -> Student:
     """A student file (a training checkpoint, the export's bundle or ONNX file) as a Student;
     ``finder``: a finder checkpoint or ONNX file for a landmark model that has none with it;
     ``threads``: ONNX Runtime's (0: its default); ``refine``: crop passes after the first (None:
-    what the file records)."""
+    what the file records); ``flip_test``: see ``student_from``."""
     networks = load_networks_from(path, device, threads)
     if finder is not None:
         found = load_networks_from(finder, device, threads)["landmarks"]
         if found.role != "finder":
             raise CheckpointError(f"{finder} is a {found.role} network, not a finder")
         networks["finder"] = found
-    student = student_from(networks, min_presence, str(path))
+    student = student_from(networks, min_presence, str(path), flip_test)
     if refine is not None:
         student.refine = refine
     return student

@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     if networks["landmarks"].role == "landmarks":
         _check_same_run(FINDER_DIR / BEST, finder_params_for(params.finder, params.train))
         networks["finder"] = load_networks_from(FINDER_DIR / BEST, params.train.device)["landmarks"]
-    student = student_from(networks, params.evaluate.min_presence, str(checkpoint_path))
+    student = student_from(
+        networks, params.evaluate.min_presence, str(checkpoint_path), params.evaluate.flip_test
+    )
     student.refine = params.finder.refine  # what the export records with the student
     table = read_table(KEPT)
 
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         "checkpoint_epoch": student.epoch,
         "image_size": student.image_size,
         "role": student.landmarks.role,
+        "flip_test": params.evaluate.flip_test,
     }
     results = {}
     for split in ("test", "validation"):

@@ -11,7 +11,13 @@ from pipeline import export, inference
 from pipeline.checkpoint import BEST, CheckpointError, load_checkpoint, model_from_checkpoint
 from pipeline.codec import NUM_OUTPUTS, LandmarkCodec
 from pipeline.export import ExportError, export_student, read_metadata
-from pipeline.inference import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, PRESENCE_NAME
+from pipeline.inference import (
+    CONFIDENCE_NAME,
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_NAME,
+    PRESENCE_NAME,
+)
 from pipeline.inference import onnx_session as session
 from pipeline.model import ModelConfig
 from pipeline.params import TrainParams
@@ -45,17 +51,21 @@ def test_export_matches_torch_at_batch_1_and_3_and_carries_metadata(checkpoint, 
     returned = {o.name: o for o in runtime.get_outputs()}
     assert (given.name, given.type, given.shape[1:]) == (INPUT_NAME, "tensor(float)", [3, 32, 32])
     assert returned[OUTPUT_NAME].shape[1] == NUM_OUTPUTS and len(returned[PRESENCE_NAME].shape) == 1
+    assert len(returned[CONFIDENCE_NAME].shape) == 1
     # Real (skeleton) images, not the random ones the export checked itself with.
     images = skeleton_split(3, seed=5).images.float().div(255)
     for batch in (1, 3):
-        onnx_landmarks, onnx_presence = runtime.run(
-            [OUTPUT_NAME, PRESENCE_NAME], {INPUT_NAME: images[:batch].numpy()}
+        onnx_landmarks, onnx_presence, onnx_confidence = runtime.run(
+            [OUTPUT_NAME, PRESENCE_NAME, CONFIDENCE_NAME], {INPUT_NAME: images[:batch].numpy()}
         )
         with torch.no_grad():
-            torch_landmarks, torch_presence = (t.numpy() for t in model(images[:batch]))
+            torch_landmarks, torch_presence, torch_confidence = (
+                t.numpy() for t in model(images[:batch])
+            )
         assert onnx_landmarks.shape == (batch, NUM_OUTPUTS) and onnx_presence.shape == (batch,)
         assert np.abs(onnx_landmarks - torch_landmarks).max() < 1e-4
         assert np.abs(onnx_presence - torch_presence).max() < 1e-5
+        assert np.abs(onnx_confidence - torch_confidence).max() < 1e-5
 
     metadata = read_metadata(onnx_path)
     assert metadata["epoch"] == payload["epoch"] == 1 and metadata["role"] == "whole_frame"
@@ -106,8 +116,8 @@ def test_a_batch_size_frozen_into_the_graph_is_caught(checkpoint, tmp_path, monk
     forward = LandmarkRegressor.forward
 
     def frozen(self, images):  # len() is a Python int to the tracer: batch 2 becomes a constant
-        landmarks, presence = forward(self, images)
-        return landmarks.reshape(len(images), -1), presence
+        landmarks, presence, confidence = forward(self, images)
+        return landmarks.reshape(len(images), -1), presence, confidence
 
     monkeypatch.setattr(LandmarkRegressor, "forward", frozen)
     with pytest.raises(ExportError, match=r"(?s)fails on a batch of 1.*tracer warned.*len"):

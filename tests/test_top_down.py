@@ -13,14 +13,16 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from pipeline.checkpoint import BEST, load_checkpoint, set_crop_margin
-from pipeline.crops import crop_square, square_corners
+from pipeline.checkpoint import BEST, CheckpointError, load_checkpoint, set_crop_margin
+from pipeline.crops import crop_image, crop_square, square_corners
 from pipeline.data import TEACHES_PRESENCE
 from pipeline.evaluation import calibrate_finder_margin, evaluate_outputs, run_student
 from pipeline.export import export_student
-from pipeline.inference import Network, load_networks_from
+from pipeline.inference import Network, flip_test_choice, load_networks_from
 from pipeline.keypoints import NUM_JOINTS
+from pipeline.model import ModelConfig
 from pipeline.params import FinderParams, TrainParams, finder_params_for
 from pipeline.predict import predict_path
 from pipeline.samples import (
@@ -37,6 +39,7 @@ from pipeline.student import (
     FINDER_VETO,
     MARGIN_SCALE_LIMITS,
     TopDownStudent,
+    _batch,
     find_squares,
     keep_surest_pass,
     load_student,
@@ -551,11 +554,103 @@ def test_export_writes_both_networks_and_onnx_predicts_what_torch_does(trained, 
     np.testing.assert_allclose(from_onnx.landmarks[..., :2] * WIDTH,
                                from_torch.landmarks[..., :2] * WIDTH, atol=1e-2)  # fmt: skip
     np.testing.assert_allclose(from_onnx.presence, from_torch.presence, atol=1e-4)
+    flipped = [
+        predict_path(tmp_path / "export" / name, folder, device="cpu", progress=False,
+                     flip_test=True)
+        for name in ("student.pt", "student.onnx")
+    ]  # fmt: skip
+    np.testing.assert_allclose(flipped[1].landmarks[..., :2] * WIDTH,
+                               flipped[0].landmarks[..., :2] * WIDTH, atol=1e-2)  # fmt: skip
     # a crop model alone is not a student: it says where its finder is
-    from pipeline.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="holds no finder"):
         load_student(root / "student" / BEST, "cpu")
     (tmp_path / "export" / "finder.onnx").write_bytes(b"another finder")
     with pytest.raises(CheckpointError, match="sha256"):
         load_student(tmp_path / "export" / "student.onnx", "cpu")
+
+
+def test_flip_test_choice_keeps_the_surer_reading_mirrored_back():
+    encoded = np.arange(4 * NUM_JOINTS * 3, dtype=np.float32).reshape(4, -1) / 1000
+    presence = np.array([0.2, 0.9, 0.6, 0.5])
+    confidence = np.array([0.3, 0.5, 0.4, 0.2])  # input 0: its mirror is surer; input 1: itself
+    chosen, mean_presence = flip_test_choice(encoded, presence, confidence)
+    mirrored = encoded[2].reshape(NUM_JOINTS, 3).copy()
+    mirrored[:, 0] = 1 - mirrored[:, 0]
+    np.testing.assert_array_equal(chosen[0], mirrored.reshape(-1))
+    np.testing.assert_array_equal(chosen[1], encoded[1])
+    np.testing.assert_array_equal(mean_presence, [0.4, 0.7])
+
+
+def test_the_flip_test_reads_each_crop_and_its_mirror_and_keeps_the_surer(trained):
+    root, table = trained
+    test = table[(table["split"] == "test") & table["has_hand"]].reset_index(drop=True)
+    rgbs = [cv2.cvtColor(cv2.imread(str(root / p)), cv2.COLOR_BGR2RGB) for p in test["path"]]
+    student = load_student(
+        root / "student" / BEST, "cpu", finder=root / "finder" / BEST, flip_test=True
+    )
+    network = student.landmarks
+    assert network.flip_test and not student.finder.flip_test
+    # Two epochs leave the heatmaps flat (a crop and its mirror: peaks 0.0633 ± 5e-7): random,
+    # large weights in the heatmaps' last layer make a crop and its mirror differ clearly (by
+    # 1e-3 to 7e-3 here, either way) in how sure they are.
+    with torch.no_grad():
+        out = network.module.head.out
+        seeded = torch.Generator().manual_seed(0)
+        out.weight.copy_(300 * torch.randn(out.weight.shape, generator=seeded))
+    squares = oracle_squares(test, student.margin)
+    crops = _batch(
+        [crop_image(rgb, square, student.image_size) for rgb, square in zip(rgbs, squares)]
+    )
+    plain, plain_presence, plain_confidence = network.outputs(crops)
+    mirror, mirror_presence, mirror_confidence = network.outputs(crops.flip(-1))
+    assert ((plain_confidence > 0) & (plain_confidence <= 1)).all()
+    encoded, presence = network.run(crops)
+    # per crop: the surer of the two readings, the mirror's mapped back (x -> 1 - x); kernels
+    # may round a batch of 2N and one of N differently, so the pick is checked where it is clear
+    mirror = mirror.reshape(len(test), NUM_JOINTS, 3)
+    mirror[..., 0] = 1 - mirror[..., 0]
+    expected = np.where(
+        (mirror_confidence > plain_confidence)[:, None], mirror.reshape(len(test), -1), plain
+    )
+    clear = np.abs(mirror_confidence - plain_confidence) > 1e-4
+    assert clear.sum() >= len(test) - 1
+    np.testing.assert_allclose(encoded[clear], expected[clear], atol=1e-5)
+    np.testing.assert_allclose(presence, (plain_presence + mirror_presence) / 2, atol=1e-6)
+    # a mirrored crop gets the mirrored answer: the two readings are the same, swapped
+    mirrored_encoded, mirrored_presence = network.run(crops.flip(-1))
+    mirrored_encoded = mirrored_encoded.reshape(len(test), NUM_JOINTS, 3)
+    mirrored_encoded[..., 0] = 1 - mirrored_encoded[..., 0]
+    np.testing.assert_allclose(
+        mirrored_encoded.reshape(len(test), -1)[clear], encoded[clear], atol=1e-5
+    )
+    np.testing.assert_allclose(mirrored_presence, presence, atol=1e-6)
+    # without it, the plain reading
+    network.use_flip_test(False)
+    np.testing.assert_allclose(network.run(crops)[0], plain, atol=1e-6)
+
+
+def test_the_flip_test_needs_a_network_that_says_how_sure_it_is(trained, tmp_path):
+    import onnx
+
+    pooled = Network(
+        tmp_path / "pooled.pt", ModelConfig(head="pooled_mlp"), None, 1, "landmarks", 1.5
+    )
+    with pytest.raises(CheckpointError, match="pooled_mlp head has no distribution"):
+        pooled.use_flip_test(True)
+    root, table = trained
+    export_student(root / "student" / BEST, tmp_path / "export", root / "finder" / BEST)
+    # an export from before the flip test: no confidence output
+    path = tmp_path / "export" / "student.onnx"
+    proto = onnx.load(str(path))
+    kept = [o for o in proto.graph.output if o.name != "confidence"]
+    del proto.graph.output[:]
+    proto.graph.output.extend(kept)
+    onnx.save(proto, str(path))
+    with pytest.raises(CheckpointError, match="exported before the flip test"):
+        load_student(path, "cpu", flip_test=True)
+    folder = tmp_path / "photos"
+    for name in table[table["split"] == "test"]["path"]:
+        write_png(folder / name, cv2.cvtColor(cv2.imread(str(root / name)), cv2.COLOR_BGR2RGB))
+    legacy = predict_path(path, folder, device="cpu", progress=False)
+    assert np.isfinite(legacy.presence).all()  # it still runs without the flip test

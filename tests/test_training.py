@@ -71,9 +71,12 @@ def test_head_decode_inverts_encode_on_exact_targets(head):
 @pytest.mark.parametrize("head", ("pooled_mlp", *SPATIAL_HEADS))
 def test_every_head_gives_the_codec_units_export_expects(head):
     model = build_model(ModelConfig(head=head, image_size=32)).eval()
-    out, presence = model(torch.rand(3, 3, 32, 32))
+    out, presence, confidence = model(torch.rand(3, 3, 32, 32))
     assert out.shape == (3, 63) and torch.isfinite(out).all()
     assert presence.shape == (3,) and ((presence > 0) & (presence < 1)).all()
+    # the mean peak probability of the distributions; the pooled head has none (1)
+    assert confidence.shape == (3,) and ((confidence > 0) & (confidence <= 1)).all()
+    assert (confidence == 1).all() == (head == "pooled_mlp")
     if head != "pooled_mlp":  # x, y are expectations over the frame
         xy = out.view(3, 21, 3)[..., :2]
         assert (xy > 0).all() and (xy < 1).all()
