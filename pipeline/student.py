@@ -314,10 +314,14 @@ def student_from(
 ) -> Student:
     """The student these networks make (see ``pipeline.checkpoint.ROLES``); ``flip_test``: its
     landmark network reads each input and its mirror image (``Network.use_flip_test``)."""
+    student = _student_for_role(networks, min_presence, source)
+    student.landmarks.use_flip_test(flip_test)
+    return student
+
+
+def _student_for_role(networks: dict[str, Network], min_presence: float, source: str) -> Student:
     landmarks = networks["landmarks"]
     role = landmarks.role
-    if role in ("whole_frame", "cascade", "landmarks"):
-        landmarks.use_flip_test(flip_test)
     if role == "whole_frame":
         return WholeFrameStudent(landmarks, min_presence)
     if role == "cascade":
