@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from benchmarks.common import HEIGHT, REPO, WIDTH, finish, machine, markdown_table
-from pipeline.keypoints import hand_size
-from pipeline.metrics import joint_errors, pck
+from benchmarks.teacher_vs_truth import compare
+from pipeline.scoring import pinned_teacher_model
 from pipeline.sources.synthetic.kinematics import GESTURE_CLASSES
 from pipeline.sources.synthetic.subjects import make_subject_styles
-from pipeline.teacher import Teacher, build_teacher_model
+from pipeline.teacher import Teacher
 
 NAME = "render_realism"
 
@@ -62,49 +62,48 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
     renderer = load_renderer(args.renderer)
-    model = REPO / "models/teacher/hand_landmarker.task"
-    if not model.is_file():
-        build_teacher_model(model)
-
     rng = np.random.default_rng(args.seed)
     styles = make_subject_styles(rng, args.subjects)
-    errors: dict[str, list[np.ndarray]] = {g: [] for g in GESTURE_CLASSES}
-    sizes: dict[str, list[float]] = {g: [] for g in GESTURE_CLASSES}
+    teacher_px, truth_px, gestures = [], [], []
     started = time.perf_counter()
-    with Teacher(model) as teacher:
+    # The per-machine cached bundle, not models/teacher/: that is the teacher stage's DVC output.
+    with Teacher(pinned_teacher_model()) as teacher:
         for index in range(args.renders):
             gesture = GESTURE_CLASSES[index % len(GESTURE_CLASSES)]
             hand = renderer.render_hand(
                 rng, gesture, styles[index % len(styles)], WIDTH, HEIGHT, tuple(args.hand_scale)
             )
             found = teacher.detect(hand.image)
-            if not found.num_hands:
-                continue
-            read = found.landmarks[0][:, :2] * (WIDTH, HEIGHT)
-            errors[gesture].append(joint_errors(read[None], hand.landmarks_px[None])[0])
-            sizes[gesture].append(float(hand_size(hand.landmarks_px)))
+            if found.num_hands:
+                teacher_px.append(found.landmarks[0][:, :2] * (WIDTH, HEIGHT))
+                truth_px.append(hand.landmarks_px)
+                gestures.append(gesture)
     seconds = time.perf_counter() - started
+    if not gestures:
+        raise SystemExit(f"the teacher found no hand in {args.renders} renders")
 
-    rows, per_gesture = [], {}
-    for gesture in GESTURE_CLASSES:
-        if errors[gesture]:
-            value = pck(np.array(errors[gesture]), np.array(sizes[gesture]), 0.1)
-            per_gesture[gesture] = {"hands": len(errors[gesture]), "pck_10": round(value, 4)}
-            rows.append([gesture, len(errors[gesture]), round(value, 3)])
-    every_error = np.concatenate([np.array(e) for e in errors.values() if e])
-    every_size = np.concatenate([np.array(s) for s in sizes.values() if s])
-    overall = round(pck(every_error, every_size, 0.1), 4)
-    rows.append(["all", len(every_error), round(overall, 3)])
+    # The same measures, per gesture and overall, as teacher_vs_truth.py gives for a run's table.
+    teacher_px, truth_px, gestures = np.array(teacher_px), np.array(truth_px), np.array(gestures)
+    width = np.full(len(gestures), float(WIDTH))
+    per_gesture = {
+        gesture: compare(teacher_px[gestures == gesture], truth_px[gestures == gesture],
+                         width[gestures == gesture])
+        for gesture in GESTURE_CLASSES
+        if (gestures == gesture).any()
+    }  # fmt: skip
+    overall = compare(teacher_px, truth_px, width)
+    rows = [[name, measured["images"], measured["pck_10"], measured["mpjpe_norm_hand"],
+             measured["median_scale"]]
+            for name, measured in [*per_gesture.items(), ("all", overall)]]  # fmt: skip
     print(f"teacher vs the rendered truth on {args.renders} renders ({args.renderer}, seed "
           f"{args.seed}, {seconds:.0f} s)")  # fmt: skip
-    print(markdown_table(["gesture", "hands found", "PCK@0.1"], rows))
+    print(markdown_table(["gesture", "hands found", "PCK@0.1", "mean / hand", "scale"], rows))
     result = {
         "machine": machine(),
         "renderer": str(args.renderer),
         "renders": args.renders,
         "seed": args.seed,
-        "found": len(every_error),
-        "pck_10": overall,
+        "all": overall,
         "per_gesture": per_gesture,
         "seconds": round(seconds, 1),
     }
