@@ -376,7 +376,6 @@ class TrainParams:
     crop_context: float = 1.25  # training crops are cut this much wider: room for the jitter
     miss_fraction: float = 0.2  # per hand image, one more crop that misses the hand (presence 0)
     wide_fraction: float = 0.3  # per hand image, one more that shows it small, off centre
-    empty_crops: int = 1  # per image without a hand, this many random crops (presence 0)
     # Per frame the source knows is empty (rendered, no hand drawn), one more negative: the
     # finder's square on it (finder.kind: model; the train stage runs the finder first).
     finder_negatives: bool = True
@@ -454,7 +453,6 @@ class TrainParams:
         _check(1.0 <= self.crop_context <= 2.0, "train.crop_context", "must be in [1, 2]")
         _check(0 <= self.miss_fraction <= 1, "train.miss_fraction", "must be in [0, 1]")
         _check(0 <= self.wide_fraction <= 1, "train.wide_fraction", "must be in [0, 1]")
-        _check(1 <= self.empty_crops <= 16, "train.empty_crops", "must be in [1, 16]")
         _check(self.presence_weight >= 0, "train.presence_weight", "must be >= 0")
         _check(self.loss in self.LOSSES, "train.loss", f"must be one of {self.LOSSES}")
         _check(self.device in self.DEVICES, "train.device", f"must be one of {self.DEVICES}")

@@ -7,8 +7,7 @@ Every top-down network sees squares (the crop layout, ``pipeline.crops``):
   ``miss_fraction`` of them (presence 0), a wider square that holds the hand small and off
   centre for a ``wide_fraction`` of them (training only: the finder's worst squares; they teach
   the landmarks, not the presence: ``TEACHES_PRESENCE``), and a random square of a hand's size
-  in every image where the teacher found no hand (presence 0; ``empty_crops`` of them in
-  training); and, where the finder is
+  in every image where the teacher found no hand (presence 0); and, where the finder is
   trained first, the finder's own square on every frame the source knows holds no hand
   (``finder_negatives``: rendered frames with no hand drawn; presence 0);
 - ``frame`` samples, for a finder: the square that holds the whole frame (the image letterboxed),
@@ -104,10 +103,9 @@ def hand_samples(
     miss_fraction: float,
     seed: int,
     wide_fraction: float = 0.0,
-    empty_crops: int = 1,
 ) -> pd.DataFrame:
     """Oracle crops of the hands, crops that miss them, wide crops that show them small, and
-    ``empty_crops`` random crops of about a hand's size in each image without a hand."""
+    random crops of a hand's size in empty images."""
     table = table.reset_index(drop=True)
     found = has_hand(table)
     squares = oracle_squares(table, margin)
@@ -134,13 +132,6 @@ def hand_samples(
             if not np.isfinite(side):
                 side = min(width[row], height[row]) / 2
             empty.append((row, random_square(rng, width[row], height[row], side, None)))
-            # More looks at the same clutter, in a stream of their own (the first square stays
-            # what it was with one), at 0.7-1.4x the size: hands come near and far.
-            more_rng = np.random.default_rng([seed, 0xE3C7, row])
-            for _ in range(empty_crops - 1):
-                more_side = side * float(np.exp(more_rng.uniform(np.log(0.7), np.log(1.4))))
-                square = random_square(more_rng, width[row], height[row], more_side, None)
-                empty.append((row, square))
         elif rng.random() < miss_fraction:
             missing.append((row, miss_square(rng, points[row], width[row], height[row], margin)))
     for rows, kind, presence in (
@@ -190,13 +181,12 @@ def samples_for(
     miss_fraction: float,
     seed: int,
     wide_fraction: float = 0.0,
-    empty_crops: int = 1,
 ) -> pd.DataFrame:
     if kind not in KINDS:
         raise ValueError(f"unknown sample kind {kind!r}; expected one of {KINDS}")
     if kind == "frame":
         return frame_samples(table)
-    hands = hand_samples(table, margin, miss_fraction, seed, wide_fraction, empty_crops)
+    hands = hand_samples(table, margin, miss_fraction, seed, wide_fraction)
     if kind == "hand":
         return hands
     return pd.concat([hands, frame_samples(table)], ignore_index=True)
@@ -210,9 +200,8 @@ def split_samples(
     training: bool = True,
 ) -> pd.DataFrame:
     """The samples of one split's rows: for the crop layout as ``samples_for`` makes them (wide
-    crops and more than one crop of an empty image only for ``training``: validation measures
-    the crop model where it is meant to be precise, on the same samples whatever the recipe),
-    for the whole-frame layouts the rows themselves (presence: the teacher found a
+    crops only for ``training``: validation measures the crop model where it is meant to be
+    precise), for the whole-frame layouts the rows themselves (presence: the teacher found a
     hand)."""
     if params.input_layout != "crop":
         rows = table.reset_index(drop=True).copy()
@@ -220,10 +209,7 @@ def split_samples(
         return rows
     seed = params.seed + miss_seed_offset
     wide_fraction = params.wide_fraction if training else 0.0
-    empty_crops = params.empty_crops if training else 1
-    return samples_for(
-        table, kind, params.crop_margin, params.miss_fraction, seed, wide_fraction, empty_crops
-    )
+    return samples_for(table, kind, params.crop_margin, params.miss_fraction, seed, wide_fraction)
 
 
 def dataset_weights(table: pd.DataFrame, params: TrainParams) -> np.ndarray:

@@ -156,36 +156,6 @@ def test_wide_crops_hold_the_whole_hand_small_and_leave_the_other_samples_alone(
     assert "wide" in set(split_samples(table, params, "hand")["sample"])
 
 
-def test_more_empty_crops_add_negatives_and_leave_the_other_samples_alone(tmp_path):
-    table, _ = photo_table(tmp_path, 12, 3, seed=5)
-    plain = hand_samples(table, margin=1.5, miss_fraction=0.5, seed=0)
-    samples = hand_samples(table, margin=1.5, miss_fraction=0.5, seed=0, empty_crops=4)
-    empty, plain_empty = (s[s["sample"] == "empty"] for s in (samples, plain))
-    assert len(plain_empty) == 3 and len(empty) == 12 and not empty["presence"].any()
-    assert empty[TEACHES_PRESENCE].all()
-    # every empty image four times; the first square of each is the one drawn with one crop
-    assert empty["path"].value_counts().eq(4).all()
-    firsts = empty.groupby("path", sort=False).head(1).reset_index(drop=True)
-    pd.testing.assert_frame_equal(firsts, plain_empty.reset_index(drop=True))
-    pd.testing.assert_frame_equal(
-        samples[samples["sample"] != "empty"].reset_index(drop=True),
-        plain[plain["sample"] != "empty"].reset_index(drop=True),
-    )
-    # inside the image, sized 0.7-1.4x the first (unless the frame's side caps them)
-    sides = empty["crop_side"].to_numpy(float)
-    base = np.repeat(plain_empty["crop_side"].to_numpy(float), 4)
-    assert ((sides >= 0.7 * base - 1e-9) & (sides <= 1.4 * base + 1e-9)).all()
-    assert len(np.unique(sides.round(6))) > 3
-    for _, crop in empty.iterrows():
-        x0, y0, x1, y1 = square_corners(crop[["crop_x", "crop_y", "crop_side"]].to_numpy(float))
-        assert x0 >= -1e-9 and y0 >= -1e-9 and x1 <= WIDTH + 1e-9 and y1 <= HEIGHT + 1e-9
-    # training only: validation keeps one crop per empty image
-    params = replace(TRAIN, empty_crops=4)
-    validation = split_samples(table, params, "hand", 1, training=False)
-    assert (validation["sample"] == "empty").sum() == 3
-    assert (split_samples(table, params, "hand")["sample"] == "empty").sum() == 12
-
-
 def _rendered(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` as a rendered data set: its truth the teacher's landmarks (none drawn where the
     teacher found no hand)."""
