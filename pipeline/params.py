@@ -233,7 +233,7 @@ def _source_weights(raw: Any) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class SyntheticParams:
-    num_images: int = 1000
+    num_images: int = 1125
     width: int = 640
     height: int = 480
     seed: int = 0
@@ -244,7 +244,7 @@ class SyntheticParams:
     # uniformly in [hand_scale_min, hand_scale_max]: small hands far from the camera to close-ups.
     hand_scale_min: float = 0.2
     hand_scale_max: float = 0.62
-    empty_fraction: float = 0.1  # frames with no hand at all (the presence head's negatives)
+    empty_fraction: float = 0.2  # frames with no hand at all (the presence head's negatives)
     # How far the palm (or the back) turns away from the camera about the hand's long axis,
     # degrees either way, drawn uniformly (90: edge on).
     turn_max: float = 25.0
