@@ -562,6 +562,10 @@ class PretrainParams:
     # between, the thumb anywhere) instead of the ten gestures in turn: hands in poses that the
     # data set's gestures do not name.
     random_poses: float = 0.5
+    # The fraction of renders in a pose with the thumb's tip on fingertips (a pinch, two
+    # fingers, an "O"), in place of a gesture or a random pose: drawn finger by finger, tips
+    # almost never meet.
+    contact_poses: float = 0.0
     # The fraction of renders framed as a close-up photo (crop layout): the picture's edges
     # just around the hand, black beyond them in its crop, as in a crop of a close-up photo.
     closeups: float = 0.3
@@ -572,6 +576,7 @@ class PretrainParams:
         _check(0 <= self.turn_max <= 90, "pretrain.turn_max", "must be in [0, 90] degrees")
         _check(0.0 <= self.random_poses <= 1.0, "pretrain.random_poses", "must be in [0, 1]")
         _check(0.0 <= self.closeups <= 1.0, "pretrain.closeups", "must be in [0, 1]")
+        _check(0.0 <= self.contact_poses <= 1.0, "pretrain.contact_poses", "must be in [0, 1]")
         _check(
             self.labels in self.LABELS,
             "pretrain.labels",

@@ -37,6 +37,7 @@ from pipeline.params import LandmarksParams, PretrainParams, TrainParams, pretra
 from pipeline.paths import PRETRAIN_DIR, PRETRAIN_METRICS, TEACHER_MODEL
 from pipeline.schema import LANDMARK_COLUMNS
 from pipeline.sources.synthetic import (
+    CONTACT_POSE,
     GESTURE_CLASSES,
     RANDOM_POSE,
     make_subject_styles,
@@ -196,11 +197,15 @@ def render_split(
     random_pose = random_pose < settings.random_poses
     closeup = np.random.default_rng([settings.seed, 0xC105E, first_index]).random(count)
     closeup = closeup < settings.closeups
+    contact = np.random.default_rng([settings.seed, 0xC0DAC7, first_index]).random(count)
+    contact = contact < settings.contact_poses
     jobs = [
         (
             settings.seed,
             first_index + i,
-            RANDOM_POSE
+            CONTACT_POSE
+            if contact[i]
+            else RANDOM_POSE
             if random_pose[i]
             else GESTURE_CLASSES[(first_index + i) % len(GESTURE_CLASSES)],
             styles[pick.integers(len(styles))],

@@ -79,6 +79,19 @@ def test_random_poses_join_the_gestures_and_leave_their_renders_as_they_were():
     assert (everything.table["class_name"] == RANDOM_POSE).all()
 
 
+def test_contact_poses_take_their_share_and_leave_the_other_renders_as_they_were():
+    from pipeline.sources.synthetic import CONTACT_POSE
+
+    without, _ = render_split(PRETRAIN, 12, 0, 32, "squash", "train")
+    mixed, _ = render_split(dataclasses.replace(PRETRAIN, contact_poses=0.4), 12, 0, 32,
+                            "squash", "train")  # fmt: skip
+    is_contact = (mixed.table["class_name"] == CONTACT_POSE).to_numpy()
+    assert 0 < is_contact.sum() < 12
+    assert (without.table["class_name"] != CONTACT_POSE).all()
+    assert torch.equal(mixed.images[~is_contact], without.images[~is_contact])
+    np.testing.assert_array_equal(mixed.landmarks[~is_contact], without.landmarks[~is_contact])
+
+
 def test_closeups_show_the_hand_as_a_crop_of_a_close_up_photo_does():
     plain, _ = render_split(dataclasses.replace(PRETRAIN, closeups=0.0), 6, 0, 32, "crop",
                             "train", 1.5, 1.25)  # fmt: skip

@@ -320,3 +320,30 @@ def test_a_sphere_chain_draws_what_its_spheres_draw_one_by_one():
                 getattr(chained, name), getattr(reference, name), err_msg=f"{name}, trial {trial}"
             )
         assert (chained.element == 2).any(), f"trial {trial} drew nothing: nothing was compared"
+
+
+def test_contact_poses_put_the_thumbs_tip_on_the_fingertips_that_random_poses_never_reach():
+    from pipeline.keypoints import FINGERS
+    from pipeline.sources.synthetic import make_subject_styles
+    from pipeline.sources.synthetic.kinematics import contact_gesture, pose_hand, random_gesture
+
+    styles = make_subject_styles(np.random.default_rng(0), 6)
+    rng = np.random.default_rng(11)
+    touching_sets, contact_gaps, random_gaps = set(), [], []
+    for i in range(60):
+        gesture = contact_gesture(rng)
+        joints, _ = pose_hand(gesture, styles[i % 6], rng)
+        touching_sets.add(gesture.thumb_to)
+        tips = joints[[FINGERS[f][-1] for f in gesture.thumb_to]]
+        contact_gaps.append(np.linalg.norm(joints[FINGERS["thumb"][-1]] - tips.mean(0)))
+        loose, _ = pose_hand(random_gesture(rng), styles[i % 6], rng)
+        random_gaps.append(
+            np.linalg.norm(loose[FINGERS["thumb"][-1]] - loose[FINGERS["index"][-1]])
+        )
+    # a pinch, two fingers and an "O" all occur
+    assert {1, 2, 4} == {len(t) for t in touching_sets}
+    # the tips meet: a pad's thickness apart (the aim is a fingertip radius to the palm side),
+    # nearly always (a curled hand's tips can lie beyond the thumb's reach)
+    assert np.percentile(contact_gaps, 90) < 1.2, np.percentile(contact_gaps, 90)
+    # drawn finger by finger, the thumb seldom comes that near the index fingertip
+    assert np.mean(np.array(random_gaps) < 1.5) < 0.1

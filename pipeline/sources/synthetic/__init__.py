@@ -17,11 +17,17 @@ from pipeline.sources.synthetic.dataset import (
     TRUTH_FILE,
     write_synthetic_dataset,
 )
-from pipeline.sources.synthetic.kinematics import GESTURE_CLASSES, GESTURES, RANDOM_POSE
+from pipeline.sources.synthetic.kinematics import (
+    CONTACT_POSE,
+    GESTURE_CLASSES,
+    GESTURES,
+    RANDOM_POSE,
+)
 from pipeline.sources.synthetic.render import RenderedHand, render_hand
 from pipeline.sources.synthetic.subjects import SubjectStyle, make_subject_styles
 
 __all__ = [
+    "CONTACT_POSE",
     "GESTURES",
     "GESTURE_CLASSES",
     "LISTS_DIR",

@@ -96,6 +96,9 @@ class ThumbPose:
 class Gesture:
     fingers: dict[str, FingerCurl]
     thumb: ThumbPose
+    # Fingertips the thumb's tip touches (a pinch, an "O"): ``pose_hand`` then turns the thumb
+    # to meet them wherever the posed fingers put them, and ``thumb`` is only where it starts.
+    thumb_to: tuple[str, ...] = ()
 
 
 _STRAIGHT = FingerCurl(4, 4, 2)
@@ -206,6 +209,85 @@ def random_gesture(rng: np.random.Generator) -> Gesture:
     return Gesture(fingers, thumb)
 
 
+# Also not a gesture: a pose with the thumb's tip on one or more fingertips (``contact_gesture``).
+CONTACT_POSE = "contact"
+# Which fingertips the thumb meets, and how often: a pinch, two fingers, all four (an "O").
+_CONTACTS: tuple[tuple[tuple[str, ...], float], ...] = (
+    (("index",), 0.45),
+    (("index", "middle"), 0.2),
+    (("index", "middle", "ring", "pinky"), 0.35),
+)
+
+
+def contact_gesture(rng: np.random.Generator) -> Gesture:
+    """A pose where the thumb's tip touches fingertips: a pinch (the others straight, as in
+    "OK", or curled), two fingers on the thumb, or all four in an "O" or a flat "O". Drawing
+    fingers and thumb on their own, as ``random_gesture`` does, almost never makes two tips
+    meet, yet hands do it all the time (picking, counting, signing)."""
+    names = [names for names, _ in _CONTACTS]
+    touching = names[rng.choice(len(names), p=[p for _, p in _CONTACTS])]
+    others_straight = rng.random() < 0.5
+    fingers = {}
+    for finger, fan_deg in _FAN_DEG.items():
+        if finger in touching:
+            pip = rng.uniform(25, 85)
+            fingers[finger] = FingerCurl(
+                mcp=rng.uniform(15, 65), pip=pip, dip=pip * rng.uniform(0.4, 0.8)
+            )
+        elif others_straight:
+            curl = rng.uniform(0, 0.25)
+            fingers[finger] = FingerCurl(
+                88.0 * curl, 105.0 * curl, 70.0 * curl, spread=rng.uniform(0, 1) * fan_deg
+            )
+        else:
+            fingers[finger] = FingerCurl(
+                rng.uniform(60, 90), rng.uniform(80, 110), rng.uniform(45, 70)
+            )
+    return Gesture(fingers, ThumbPose(35, 45, 25, 20), thumb_to=touching)
+
+
+def _thumb_chain(thumb: ThumbPose, style: SubjectStyle) -> tuple[list[np.ndarray], list[_Bone]]:
+    a, b = np.radians(thumb.abduction), np.radians(thumb.lift)
+    direction = np.array([np.sin(a) * np.cos(b), np.cos(a) * np.cos(b), np.sin(b)])
+    # The thumb's flexion curls it across the palm towards the little finger.
+    bend = np.array([-0.8, -0.15, 0.75])
+    cmc = np.array(THUMB_CMC_CM) * (style.palm_width, 1.0, 1.0)
+    lengths = tuple(length * style.finger_length for length in PHALANX_CM["thumb"])
+    radii = tuple(r * style.thickness for r in RADIUS_CM["thumb"])
+    return _finger_chain(cmc, direction, bend, lengths, (0.0, thumb.mcp, thumb.ip), radii, "thumb")
+
+
+# The thumb's range where it reaches for a fingertip, degrees: abduction, lift, MCP, IP.
+_THUMB_LOW = np.array([0.0, 0.0, 0.0, 0.0])
+_THUMB_HIGH = np.array([75.0, 85.0, 70.0, 85.0])
+
+
+def _thumb_reaching(target: np.ndarray, style: SubjectStyle, rng: np.random.Generator) -> ThumbPose:
+    """The thumb pose (within ``_THUMB_LOW``.. ``_THUMB_HIGH``) whose tip comes nearest
+    ``target`` (cm, hand frame): the best of random draws, then halving steps per angle."""
+
+    def miss(angles: np.ndarray) -> float:
+        joints, _ = _thumb_chain(ThumbPose(*angles), style)
+        return float(np.linalg.norm(joints[-1] - target))
+
+    draws = rng.uniform(_THUMB_LOW, _THUMB_HIGH, size=(48, 4))
+    best = min(draws, key=miss)
+    best_miss = miss(best)
+    step = 8.0
+    while step > 0.5:
+        improved = False
+        for k in range(4):
+            for sign in (1.0, -1.0):
+                trial = best.copy()
+                trial[k] = np.clip(trial[k] + sign * step, _THUMB_LOW[k], _THUMB_HIGH[k])
+                trial_miss = miss(trial)
+                if trial_miss < best_miss:
+                    best, best_miss, improved = trial, trial_miss, True
+        if not improved:
+            step /= 2
+    return ThumbPose(*(float(v) for v in best))
+
+
 def rotation_about(axis: np.ndarray, degrees: float) -> np.ndarray:
     """Rodrigues: rotation by ``degrees`` about the unit vector ``axis`` (right-hand rule)."""
     axis = axis / np.linalg.norm(axis)
@@ -283,18 +365,20 @@ def pose_hand(
         )
         joints[list(FINGERS[finger])] = chain
         bones += finger_bones
-    thumb = gesture.thumb
-    abduction = thumb.abduction + rng.normal(0, 5)
-    lift = thumb.lift + rng.normal(0, 5)
-    a, b = np.radians(abduction), np.radians(lift)
-    direction = np.array([np.sin(a) * np.cos(b), np.cos(a) * np.cos(b), np.sin(b)])
-    # The thumb's flexion curls it across the palm towards the little finger.
-    bend = np.array([-0.8, -0.15, 0.75])
-    cmc = np.array(THUMB_CMC_CM) * (style.palm_width, 1.0, 1.0)
-    flexions = (0.0, thumb.mcp + rng.normal(0, 6), thumb.ip + rng.normal(0, 6))
-    lengths = tuple(length * style.finger_length for length in PHALANX_CM["thumb"])
-    radii = tuple(r * style.thickness for r in RADIUS_CM["thumb"])
-    chain, thumb_bones = _finger_chain(cmc, direction, bend, lengths, flexions, radii, "thumb")
+    if gesture.thumb_to:
+        # Pads meet, not bone centres: aim a finger's radius to the palm side of the tips.
+        tips = np.array([joints[FINGERS[f][-1]] for f in gesture.thumb_to])
+        target = tips.mean(0) + np.array([0.0, 0.0, RADIUS_CM["index"][1] * style.thickness])
+        thumb = _thumb_reaching(target, style, rng)
+    else:
+        thumb = gesture.thumb
+        thumb = ThumbPose(
+            thumb.abduction + rng.normal(0, 5),
+            thumb.lift + rng.normal(0, 5),
+            thumb.mcp + rng.normal(0, 6),
+            thumb.ip + rng.normal(0, 6),
+        )
+    chain, thumb_bones = _thumb_chain(thumb, style)
     joints[list(FINGERS["thumb"])] = chain
     bones += thumb_bones
     joints[WRIST] = 0.0

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.keypoints import FINGERS
 from pipeline.sources.synthetic.kinematics import (
+    CONTACT_POSE,
     FOREARM_FLATNESS,
     FOREARM_RADIUS_CM,
     GESTURE_CLASSES,
@@ -26,6 +27,7 @@ from pipeline.sources.synthetic.kinematics import (
     PALM_OUTLINE_CM,
     PHALANX_CM,
     RANDOM_POSE,
+    contact_gesture,
     euler_rotation,
     pose_hand,
     random_gesture,
@@ -153,11 +155,14 @@ def render_hand(
     about the hand's long axis by up to ``turn_max`` degrees either way (90: seen edge on)."""
     if gesture == RANDOM_POSE:
         pose = random_gesture(rng)
+    elif gesture == CONTACT_POSE:
+        pose = contact_gesture(rng)
     elif gesture in GESTURES:
         pose = GESTURES[gesture]
     else:
         raise ValueError(
-            f"unknown gesture {gesture!r}; expected one of {GESTURE_CLASSES} or {RANDOM_POSE!r}"
+            f"unknown gesture {gesture!r}; expected one of {GESTURE_CLASSES}, {RANDOM_POSE!r}"
+            f" or {CONTACT_POSE!r}"
         )
     style = subject_style
     joints_cm, bones = pose_hand(pose, style, rng)
