@@ -248,9 +248,13 @@ class SyntheticParams:
     # How far the palm (or the back) turns away from the camera about the hand's long axis,
     # degrees either way, drawn uniformly (90: edge on).
     turn_max: float = 25.0
+    # The fraction of frames whose hand is in a pose drawn finger by finger (class "random")
+    # instead of the gesture its turn names: poses the ten gestures do not name.
+    random_poses: float = 0.0
 
     def __post_init__(self) -> None:
         _check(0 <= self.turn_max <= 90, "synthetic.turn_max", "must be in [0, 90] degrees")
+        _check(0.0 <= self.random_poses <= 1.0, "synthetic.random_poses", "must be in [0, 1]")
         _check(self.num_images >= 3, "synthetic.num_images", f"must be >= 3, got {self.num_images}")
         _check(
             0.05 <= self.hand_scale_min <= self.hand_scale_max <= 0.9,

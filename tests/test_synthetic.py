@@ -347,3 +347,19 @@ def test_contact_poses_put_the_thumbs_tip_on_the_fingertips_that_random_poses_ne
     assert np.percentile(contact_gaps, 90) < 1.2, np.percentile(contact_gaps, 90)
     # drawn finger by finger, the thumb seldom comes that near the index fingertip
     assert np.mean(np.array(random_gaps) < 1.5) < 0.1
+
+
+def test_random_poses_replace_some_gestures_and_leave_the_other_frames_as_they_were(tmp_path):
+    write_synthetic_dataset(tmp_path / "gestures", GOLDEN, workers=1)
+    mixed_params = dataclasses.replace(GOLDEN, random_poses=0.4)
+    summary = write_synthetic_dataset(tmp_path / "mixed", mixed_params, workers=1)
+    gestures, mixed = _files(tmp_path / "gestures"), _files(tmp_path / "mixed")
+    in_random = [name for name in mixed if Path(name).name.startswith(f"{RANDOM_POSE}-")]
+    pngs = [name for name in in_random if name.endswith(".png")]
+    assert 0 < len(pngs) < GOLDEN.num_images
+    assert summary["per_class"][RANDOM_POSE] == len(pngs)
+    # every frame still in its gesture is the same picture, byte for byte (its number within
+    # its gesture and subject may move down where an earlier one became a random pose)
+    kept = [mixed[n] for n in mixed if n.endswith(".png") and n not in in_random]
+    assert len(kept) == GOLDEN.num_images - len(pngs)
+    assert set(kept) <= {gestures[n] for n in gestures if n.endswith(".png")}

@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.io import atomic_path
 from pipeline.keypoints import column_names
 from pipeline.params import SyntheticParams
-from pipeline.sources.synthetic.kinematics import GESTURE_CLASSES
+from pipeline.sources.synthetic.kinematics import GESTURE_CLASSES, RANDOM_POSE
 from pipeline.sources.synthetic.render import render_empty, render_hand
 from pipeline.sources.synthetic.subjects import SubjectStyle, make_subject_styles
 
@@ -55,13 +55,17 @@ def _plan(params: SyntheticParams) -> tuple[list[SubjectStyle], list[_ImageJob],
         [order[:1], order[num_test : num_test + 1], order[1:num_test], order[num_test + 1 :]]
     )
     subjects = rng.permutation(order[np.arange(params.num_images) % params.num_subjects])
-    # Gestures cycle so every class is represented evenly. Frames without a hand are drawn
-    # from a stream of their own, so the other frames stay what they were without them.
+    # Gestures cycle so every class is represented evenly. Frames without a hand, and hands in
+    # a random pose, are drawn from streams of their own, so the other frames stay what they
+    # were without them.
     empty = np.random.default_rng([params.seed, 0xE417]).random(params.num_images)
+    random_pose = np.random.default_rng([params.seed, 0x905E]).random(params.num_images)
     running: Counter = Counter()
     jobs = []
     for index, subject in enumerate(int(s) for s in subjects):
         gesture = GESTURE_CLASSES[index % len(GESTURE_CLASSES)]
+        if random_pose[index] < params.random_poses:
+            gesture = RANDOM_POSE
         if empty[index] < params.empty_fraction:
             gesture = EMPTY_CLASS
         running[gesture, subject] += 1
