@@ -192,13 +192,15 @@ def render_split(
         np.random.default_rng([settings.seed, 0x57]), settings.num_subjects
     )
     pick = np.random.default_rng([settings.seed, 0x5B, first_index])
-    # A stream of its own, so that the gestures' renders stay what they were at any fraction.
-    random_pose = np.random.default_rng([settings.seed, 0x905E, first_index]).random(count)
-    random_pose = random_pose < settings.random_poses
-    closeup = np.random.default_rng([settings.seed, 0xC105E, first_index]).random(count)
-    closeup = closeup < settings.closeups
-    contact = np.random.default_rng([settings.seed, 0xC0DAC7, first_index]).random(count)
-    contact = contact < settings.contact_poses
+
+    def drawn(stream: int, fraction: float) -> np.ndarray:
+        """Which renders get a trait, from a stream of its own per trait, so that the other
+        renders stay what they were at any fraction."""
+        return np.random.default_rng([settings.seed, stream, first_index]).random(count) < fraction
+
+    random_pose = drawn(0x905E, settings.random_poses)
+    closeup = drawn(0xC105E, settings.closeups)
+    contact = drawn(0xC0DAC7, settings.contact_poses)
     jobs = [
         (
             settings.seed,

@@ -97,7 +97,7 @@ class Gesture:
     fingers: dict[str, FingerCurl]
     thumb: ThumbPose
     # Fingertips the thumb's tip touches (a pinch, an "O"): ``pose_hand`` then turns the thumb
-    # to meet them wherever the posed fingers put them, and ``thumb`` is only where it starts.
+    # to meet them wherever the posed fingers put them, and ``thumb`` is not used.
     thumb_to: tuple[str, ...] = ()
 
 
@@ -224,8 +224,7 @@ def contact_gesture(rng: np.random.Generator) -> Gesture:
     "OK", or curled), two fingers on the thumb, or all four in an "O" or a flat "O". Drawing
     fingers and thumb on their own, as ``random_gesture`` does, almost never makes two tips
     meet, yet hands do it all the time (picking, counting, signing)."""
-    names = [names for names, _ in _CONTACTS]
-    touching = names[rng.choice(len(names), p=[p for _, p in _CONTACTS])]
+    touching = _CONTACTS[rng.choice(len(_CONTACTS), p=[share for _, share in _CONTACTS])][0]
     others_straight = rng.random() < 0.5
     fingers = {}
     for finger, fan_deg in _FAN_DEG.items():
