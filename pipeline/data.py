@@ -260,6 +260,44 @@ class SplitData:
         return None if np.isnan(truth).any() else truth
 
 
+def concat_splits(first: SplitData, second: SplitData) -> SplitData:
+    """``first``'s samples, then ``second``'s, as one split (same layout and image size; images
+    in memory). Table columns one of them lacks are NaN for the other's rows; sample weights
+    (``SplitData.weights``) are 1 where a split has none."""
+    if first.layout != second.layout:
+        raise ValueError(f"cannot join a {first.layout} split to a {second.layout} one")
+    if first.on_disk or second.on_disk:
+        raise ValueError(
+            "cannot add samples to a split whose images are on disk (over "
+            "train.cache_budget_mib): raise the budget or add none"
+        )
+    if first.images.shape[1:] != second.images.shape[1:]:
+        raise ValueError(
+            f"cannot join images of {tuple(first.images.shape[1:])} to "
+            f"{tuple(second.images.shape[1:])}"
+        )
+    if (first.squares is None) != (second.squares is None):
+        raise ValueError("cannot join a split with crop squares to one without")
+    weights = None
+    if first.weights is not None or second.weights is not None:
+        weights = np.concatenate(
+            [
+                np.ones(len(split)) if split.weights is None else split.weights
+                for split in (first, second)
+            ]
+        )
+    return SplitData(
+        images=torch.cat([first.images, second.images]),
+        landmarks=np.concatenate([first.landmarks, second.landmarks]),
+        width=np.concatenate([first.width, second.width]),
+        height=np.concatenate([first.height, second.height]),
+        table=pd.concat([first.table, second.table], ignore_index=True),
+        layout=first.layout,
+        squares=None if first.squares is None else np.concatenate([first.squares, second.squares]),
+        weights=weights,
+    )
+
+
 def load_split(
     table: pd.DataFrame,
     data_root: str | Path | Mapping[str, str | Path],

@@ -1,5 +1,6 @@
 """Training losses on the model's coordinates (codec units: x, y in [0, 1] of the input frame,
-z standardised), per sample so that samples can be weighted.
+z standardised), per sample so that samples can be weighted. A z target that is NaN (a render's,
+whose depth is not trained: ``train.rehearsal``) adds nothing to the loss nor its gradient.
 
 - ``smooth_l1`` (the seed's), ``l1``, ``mse``;
 - ``wing`` (Feng et al., CVPR 2018): logarithmic for errors below ``omega`` so small and medium
@@ -46,16 +47,33 @@ class CoordinateLoss:
         """(N, joints, 3) or (N, joints*3) outputs and targets → (N,) losses: per joint the
         z-weighted mean over the axes, then the mean over joints."""
         weights = torch.tensor([1.0, 1.0, self.z_weight], device=outputs.device)
-        per_value = self.elementwise()(outputs, targets)
+        per_value = self.elementwise()(outputs, _known(outputs, targets))
         per_axis = per_value.reshape(len(outputs), -1, 3) * weights
         return per_axis.sum(-1).mean(-1) / weights.sum()
 
     def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The batch mean of ``per_sample``."""
         weights = torch.tensor([1.0, 1.0, self.z_weight], device=outputs.device)
-        per_value = self.elementwise()(outputs, targets)
+        per_value = self.elementwise()(outputs, _known(outputs, targets))
         per_axis = per_value.reshape(len(outputs), -1, 3) * weights
         return per_axis.sum(-1).mean() / weights.sum()
+
+
+def _known(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``targets`` with each NaN depth (z) replaced by the output itself, detached: no error
+    there and no gradient (masking the loss afterwards would not do: NaN times zero is NaN in
+    backward). A NaN x or y stays: a broken label makes the loss NaN, and training stops."""
+    depth = torch.zeros(3, dtype=torch.bool, device=targets.device)
+    depth[2] = True
+    unknown = torch.isnan(targets.reshape(len(targets), -1, 3)) & depth
+    if not bool(unknown.any()):
+        return targets  # the usual case, bit for bit
+    filled = torch.where(
+        unknown,
+        outputs.detach().to(targets.dtype).reshape(unknown.shape),
+        targets.reshape(unknown.shape),
+    )
+    return filled.reshape(targets.shape)
 
 
 def wing(error: torch.Tensor, omega: float, epsilon: float) -> torch.Tensor:

@@ -383,6 +383,10 @@ class TrainParams:
     # Per frame the source knows is empty (rendered, no hand drawn), one more negative: the
     # finder's square on it (finder.kind: model; the train stage runs the finder first).
     finder_negatives: bool = True
+    # Renders of the pretrain section's kind mixed into the train split, as a share of its
+    # samples (0: none): what pre-training taught (poses, views) is rehearsed while fine-tuning
+    # on the data set. Truth labels; their z is not trained.
+    rehearsal: float = 0.0
     presence_weight: float = 1.0  # weight of the presence head's binary cross-entropy
     head: str = "integral"  # pooled_mlp | integral | simcc
     width: float = 0.5  # MobileNetV2 width multiplier (1: the seed's; 0.5: a third of the compute)
@@ -461,6 +465,7 @@ class TrainParams:
         _check(1.0 <= self.crop_context <= 2.0, "train.crop_context", "must be in [1, 2]")
         _check(0 <= self.miss_fraction <= 1, "train.miss_fraction", "must be in [0, 1]")
         _check(0 <= self.wide_fraction <= 1, "train.wide_fraction", "must be in [0, 1]")
+        _check(0 <= self.rehearsal <= 4, "train.rehearsal", "must be in [0, 4]")
         _check(self.presence_weight >= 0, "train.presence_weight", "must be >= 0")
         _check(self.loss in self.LOSSES, "train.loss", f"must be one of {self.LOSSES}")
         _check(self.device in self.DEVICES, "train.device", f"must be one of {self.DEVICES}")
@@ -628,6 +633,7 @@ def pretrain_params_for(pretrain: PretrainParams, train: TrainParams) -> TrainPa
         source_weights={},  # renders, not the run's data sets
         wide_fraction=0.0,  # wide crops are cut from the teacher's table, not from renders
         finder_negatives=False,
+        rehearsal=0.0,  # it trains on renders already
     )
 
 
@@ -690,6 +696,7 @@ def finder_params_for(finder: FinderParams, train: TrainParams) -> TrainParams:
         scale_max=finder.scale_max,
         wide_fraction=0.0,  # the finder sees whole frames, not crops
         finder_negatives=False,
+        rehearsal=0.0,  # rendered crops are the landmark network's
     )
 
 

@@ -29,13 +29,13 @@ import torch
 from pipeline.checkpoint import BEST, LAST
 from pipeline.codec import LandmarkCodec
 from pipeline.crops import crop_image, crop_square
-from pipeline.data import SplitData
+from pipeline.data import TEACHES_PRESENCE, SplitData
 from pipeline.io import write_json
 from pipeline.keypoints import NUM_JOINTS
 from pipeline.machine import available_cores
 from pipeline.params import LandmarksParams, PretrainParams, TrainParams, pretrain_params_for
 from pipeline.paths import PRETRAIN_DIR, PRETRAIN_METRICS, TEACHER_MODEL
-from pipeline.schema import LANDMARK_COLUMNS
+from pipeline.schema import LANDMARK_COLUMNS, TRUTH_COLUMNS
 from pipeline.sources.synthetic import (
     CONTACT_POSE,
     GESTURE_CLASSES,
@@ -264,6 +264,28 @@ def render_split(
         squares=squares,
     )
     return data, dropped
+
+
+def rehearsal_split(settings: PretrainParams, train: TrainParams, count: int) -> SplitData:
+    """``count`` renders of the pretrain section's kind as train samples for fine-tuning
+    (``train.rehearsal``): the renders that follow pre-training's own (same people, other
+    photos), labelled by their truth whatever ``pretrain.labels`` says, presence 1, z NaN (the
+    renders have no depth to learn: the loss leaves it out), cut as the train stage cuts its
+    training samples."""
+    first_index = settings.num_images + settings.validation_images
+    with renderer(settings, count) as render:
+        data, _ = render_split(
+            settings, count, first_index, train.image_size, train.input_layout, "train",
+            train.crop_margin, train.crop_context, render=render,
+        )  # fmt: skip
+    data.landmarks[..., 2] = np.nan
+    index = data.table.index
+    xy = data.landmarks[..., :2].reshape(len(index), -1)
+    truth = pd.DataFrame(xy, index=index, columns=TRUTH_COLUMNS)
+    flags = pd.DataFrame({"presence": True, TEACHES_PRESENCE: True}, index=index)
+    data.table = pd.concat([data.table, truth, flags], axis=1)
+    data.table[LANDMARK_COLUMNS[2::3]] = np.nan
+    return data
 
 
 def _render_name(index: int) -> str:

@@ -11,6 +11,7 @@ from dvclive import Live
 
 from pipeline import distributed
 from pipeline.checkpoint import BEST, PRETRAINED_WEIGHTS, load_pretrained_weights
+from pipeline.data import concat_splits
 from pipeline.inference import load_networks_from
 from pipeline.io import read_table
 from pipeline.machine import available_cores
@@ -18,6 +19,7 @@ from pipeline.params import Params, load_params
 from pipeline.paths import FINDER_DIR, LIVE_DIR
 from pipeline.paths import SPLIT_LABELS as KEPT
 from pipeline.paths import STUDENT_DIR as CHECKPOINTS
+from pipeline.pretraining import rehearsal_split
 from pipeline.samples import finder_negatives, training_splits
 from pipeline.training import fit
 
@@ -56,6 +58,11 @@ def train_student(params: Params, ranks: distributed.Ranks) -> None:
         table, params.data.roots, params.train, "both" if cascade else "hand",
         params.train.cache_budget_bytes, negatives,
     )  # fmt: skip
+    rehearsed = 0
+    if params.train.rehearsal > 0:
+        # every process renders the same samples: the renders are seeded by their index
+        rehearsed = round(params.train.rehearsal * len(train))
+        train = concat_splits(train, rehearsal_split(params.pretrain, params.train, rehearsed))
     role = "cascade" if cascade else None
     initial_weights = None
     if params.train.pretrained == "synthetic":
@@ -66,6 +73,8 @@ def train_student(params: Params, ranks: distributed.Ranks) -> None:
         return
     where = "a temporary file" if train.on_disk else "memory"
     hard = "" if negatives is None else f", {len(negatives)} of them the finder's squares"
+    if rehearsed:
+        hard += f"; {rehearsed} renders rehearsed (train.rehearsal={params.train.rehearsal})"
     print(
         f"train {len(train)} samples ({int((~train.presence).sum())} without a hand{hard}), "
         f"validation {len(validation)}, {size}px ({layout}); "

@@ -34,7 +34,8 @@ TINY_PARAMS = {
         "workers": 1,
     },
     "finder": {"image_size": 32, "epochs": 2, "batch_size": 4},
-    "train": {"image_size": 32, "epochs": 2, "batch_size": 4, "threads": 2},
+    # rehearsal: a few renders join the train split, so the train stage's glue runs too
+    "train": {"image_size": 32, "epochs": 2, "batch_size": 4, "threads": 2, "rehearsal": 0.5},
     "evaluate": {"grid_images": 4},
 }
 

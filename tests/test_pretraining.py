@@ -16,8 +16,9 @@ from pipeline.checkpoint import (
     load_checkpoint,
     load_pretrained_weights,
 )
+from pipeline.data import concat_splits
 from pipeline.params import PretrainParams, TrainParams
-from pipeline.pretraining import DISABLED_MARKER, pretrain, render_split
+from pipeline.pretraining import DISABLED_MARKER, pretrain, rehearsal_split, render_split
 from pipeline.sources.synthetic import RANDOM_POSE
 from pipeline.training import fit
 
@@ -112,6 +113,34 @@ def test_closeups_show_the_hand_as_a_crop_of_a_close_up_photo_does():
     for index, close_up in enumerate(is_close):
         if close_up:
             assert torch.equal(some.images[index], close.images[index])
+
+
+def test_rehearsal_renders_join_the_train_split_without_depth(tmp_path):
+    crop = dataclasses.replace(TRAIN, input_layout="crop")
+    rehearsed = rehearsal_split(PRETRAIN, crop, 4)
+    assert rehearsed.images.shape == (4, 3, 40, 40)  # cut as training crops: context 1.25
+    assert np.isnan(rehearsed.landmarks[..., 2]).all()  # no depth to learn
+    assert np.isfinite(rehearsed.landmarks[..., :2]).all()
+    assert rehearsed.presence.all() and rehearsed.teaches_presence.all()
+    np.testing.assert_array_equal(rehearsed.true_landmarks, rehearsed.landmarks[..., :2])
+    # the renders after pre-training's own (6 + 2), not those again
+    pretrained_on, _ = render_split(PRETRAIN, 8, 0, 32, "crop", "train", 1.5, 1.25)
+    after, _ = render_split(PRETRAIN, 4, 8, 32, "crop", "train", 1.5, 1.25)
+    assert torch.equal(rehearsed.images, after.images)
+    assert not any(torch.equal(rehearsed.images[0], image) for image in pretrained_on.images)
+
+    # joined to a split of the data set's kind (other renders stand for it), with its weights
+    data_set, _ = render_split(PRETRAIN, 6, 50, 32, "crop", "train", 1.5, 1.25)
+    data_set.weights = np.full(6, 2.0)
+    joined = concat_splits(data_set, rehearsed)
+    assert len(joined) == 10 and joined.images.shape == (10, 3, 40, 40)
+    np.testing.assert_array_equal(joined.weights, [2.0] * 6 + [1.0] * 4)
+    np.testing.assert_array_equal(joined.landmarks[6:], rehearsed.landmarks)
+    validation, _ = render_split(PRETRAIN, 2, 60, 32, "crop", "validation", 1.5)
+    result = fit(joined, validation, crop, tmp_path / "student", log=lambda _: None)
+    assert np.isfinite(result.best_val["mpjpe_px"])  # NaN depth did not reach the weights
+    with pytest.raises(ValueError, match="to a squash one"):
+        concat_splits(joined, render_split(PRETRAIN, 2, 0, 32, "squash", "train")[0])
 
 
 def test_pretrain_stage_writes_weights_the_train_stage_starts_from(tmp_path, monkeypatch):

@@ -163,6 +163,29 @@ def test_wing_is_logarithmic_then_linear_and_continuous():
     assert loss(a, b).item() == pytest.approx(loss.per_sample(a, b).mean().item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("name", LOSSES)
+def test_an_unknown_depth_adds_no_loss_and_no_gradient(name):
+    # a rehearsed render's z is NaN: as if the output were exactly right there, and no NaN
+    # reaches a gradient
+    loss = CoordinateLoss(name)
+    torch.manual_seed(0)
+    outputs = torch.rand(3, 21, 3, requires_grad=True)
+    targets = torch.rand(3, 21, 3)
+    unknown = targets.clone()
+    unknown[1, :, 2] = float("nan")
+    known = targets.clone()
+    known[1, :, 2] = outputs[1, :, 2].detach()
+    for reduce in (loss, loss.per_sample):
+        value = reduce(outputs, unknown)
+        assert torch.equal(value, reduce(outputs, known))
+        (gradient,) = torch.autograd.grad(value.sum(), outputs)
+        assert torch.isfinite(gradient).all() and (gradient[1, :, 2] == 0).all()
+        assert (gradient[1, :, :2] != 0).any()  # x and y still train
+    broken = targets.clone()
+    broken[1, 4, 0] = float("nan")  # an x is a broken label, not an unknown: the loss says so
+    assert torch.isnan(loss(outputs, broken))
+
+
 def test_loss_goes_down_on_a_fixed_batch():
     torch.manual_seed(0)
     data = skeleton_split(8)
