@@ -8,9 +8,7 @@ Rotation and scale act on the physical image (``aspect`` = width / height of the
 square input shows), so a squashed 4:3 frame is rotated as the photo was, not sheared.
 
 A flip keeps joint indices (hands have no left/right joint pairs) and swaps handedness
-(``pipeline.keypoints.flip_handedness``). Resolution: a share of the images shrunk and enlarged
-back, as a photo of a small or far hand, or a soft camera, shows it. Colour: brightness, contrast,
-saturation, grayscale.
+(``pipeline.keypoints.flip_handedness``). Colour: brightness, contrast, saturation, grayscale.
 
 Every random number is drawn on the CPU from the caller's generator, so results do not depend on
 the device, and nothing is drawn for an augmentation that is switched off (a run without geometry
@@ -172,37 +170,6 @@ def handedness_after(labels: list[str] | np.ndarray, flipped: torch.Tensor) -> l
         flip_handedness(label) if bool(flip) else label
         for label, flip in zip(labels, flipped.tolist())
     ]
-
-
-def resolution_augment(
-    images: torch.Tensor, share: float, min_scale: float, generator: torch.Generator
-) -> torch.Tensor:
-    """``share`` of the images (each with that chance) shrunk to a side ``min_scale``..1 of
-    theirs (log-uniform; antialiased) and enlarged back (bilinear): the picture a camera gives
-    of a hand that spans fewer pixels. Landmarks do not move.
-
-    ``images`` is float (N, 3, H, W) on any device; random numbers come from ``generator`` on
-    the CPU, none when ``share`` is 0.
-    """
-    if share <= 0:
-        return images
-    n, _, height, width = images.shape
-    chosen = torch.rand(n, generator=generator) < share
-    scales = torch.exp(torch.empty(n).uniform_(math.log(min_scale), 0.0, generator=generator))
-    out = images.clone()
-    for index in torch.nonzero(chosen).flatten().tolist():
-        size = (
-            max(2, round(height * float(scales[index]))),
-            max(2, round(width * float(scales[index]))),
-        )
-        small = F.interpolate(
-            images[index : index + 1], size=size, mode="bilinear", antialias=True,
-            align_corners=False,
-        )  # fmt: skip
-        out[index] = F.interpolate(
-            small, size=(height, width), mode="bilinear", align_corners=False
-        )[0]
-    return out
 
 
 def color_augment(

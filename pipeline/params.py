@@ -409,10 +409,6 @@ class TrainParams:
     dropout: float = 0.2
     color_jitter: float = 0.3
     grayscale_p: float = 0.1
-    # Shown at a lower resolution (shrunk to lowres_min..1 of the side and enlarged back): this
-    # share of the training images, as a small, far or soft-focused hand looks (0: none).
-    lowres_p: float = 0.0
-    lowres_min: float = 0.35
     flip_p: float = 0.0  # horizontal mirror (handedness swaps, joint indices stay)
     # For crops the jitter also stands for the finder's errors: where it puts the square.
     rotate_deg: float = 15.0  # rotation uniform in ±rotate_deg
@@ -503,8 +499,6 @@ class TrainParams:
         _check(0 <= self.dropout < 1, "train.dropout", "must be in [0, 1)")
         _check(0 <= self.color_jitter <= 1, "train.color_jitter", "must be in [0, 1]")
         _check(0 <= self.grayscale_p <= 1, "train.grayscale_p", "must be in [0, 1]")
-        _check(0 <= self.lowres_p <= 1, "train.lowres_p", "must be in [0, 1]")
-        _check(0.05 <= self.lowres_min <= 1, "train.lowres_min", "must be in [0.05, 1]")
         _check(0 <= self.flip_p <= 1, "train.flip_p", "must be in [0, 1]")
         _check(0 <= self.rotate_deg <= 180, "train.rotate_deg", "must be in [0, 180]")
         _check(

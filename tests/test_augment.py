@@ -14,7 +14,6 @@ from pipeline.augment import (
     geometry_enabled,
     handedness_after,
     random_affines,
-    resolution_augment,
     transform_points,
     warp_images,
 )
@@ -167,30 +166,3 @@ def test_colour_augment_keeps_range_and_grayscale_is_gray():
     assert math.isclose(
         float(color_augment(images, 0, 0, torch.Generator()).sub(images).abs().max()), 0
     )
-
-
-def test_lower_resolution_softens_the_chosen_images_only_and_draws_nothing_when_off():
-    # a checkerboard of 1-pixel squares: shrunk and enlarged back it turns grey
-    board = (torch.arange(32).view(1, -1) + torch.arange(32).view(-1, 1)) % 2
-    images = board.float().expand(8, 3, 32, 32).clone()
-    generator = torch.Generator().manual_seed(3)
-    state = generator.get_state()
-    assert resolution_augment(images, 0.0, 0.35, generator) is images
-    assert torch.equal(generator.get_state(), state)  # off: the other draws stay as they were
-
-    out = resolution_augment(images, 0.5, 0.35, torch.Generator().manual_seed(3))
-    again = resolution_augment(images, 0.5, 0.35, torch.Generator().manual_seed(3))
-    assert torch.equal(out, again)
-    contrast = (out.amax((1, 2, 3)) - out.amin((1, 2, 3))).tolist()
-    softened = [c < 0.5 for c in contrast]
-    assert 0 < sum(softened) < 8  # some images, not all
-    assert all(c == 1.0 for c, soft in zip(contrast, softened) if not soft)  # the rest untouched
-    # the mean brightness stays: it is the same picture at fewer pixels
-    torch.testing.assert_close(out.mean((1, 2, 3)), images.mean((1, 2, 3)), atol=0.02, rtol=0)
-    # a flat image stays flat, and at scale 1 every image is itself
-    flat = torch.full((2, 3, 16, 16), 0.4)
-    torch.testing.assert_close(
-        resolution_augment(flat, 1.0, 0.2, torch.Generator()), flat, atol=1e-6, rtol=0
-    )
-    same = resolution_augment(images, 1.0, 1.0, torch.Generator())
-    torch.testing.assert_close(same, images, atol=1e-5, rtol=0)
