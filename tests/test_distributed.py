@@ -43,6 +43,7 @@ TRAIN = {
     "threads": 1,  # one core per process: 2 processes fill this 2-core machine
     "rotate_deg": 15.0,
     "grayscale_p": 0.1,
+    "rehearsal": 0.0,  # the skeleton photos alone: renders would only slow the comparison
 }
 EPOCHS = TRAIN["epochs"]
 # 1 vs 2 processes differ in BatchNorm statistics (per-process halves of each batch) and in the
