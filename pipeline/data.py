@@ -269,7 +269,7 @@ def concat_splits(first: SplitData, second: SplitData) -> SplitData:
     if first.on_disk or second.on_disk:
         raise ValueError(
             "cannot add samples to a split whose images are on disk (over "
-            "train.cache_budget_mib): raise the budget or add none"
+            "train.cache_budget_mib): raise the budget, or add none (train.rehearsal: 0)"
         )
     if first.images.shape[1:] != second.images.shape[1:]:
         raise ValueError(
