@@ -65,6 +65,9 @@ class ModelConfig:
     neck_channels: int = TrainParams.neck_channels  # spatial heads: stride-8 pyramid width
     simcc_ratio: float = TrainParams.simcc_ratio  # simcc: bins per input pixel
     width: float = TrainParams.width  # MobileNetV2's width multiplier
+    # integral: outside training, the soft-argmax keeps this many heatmap cells either side of
+    # the peak (0: the whole map). Files from before it read the whole map, as they were made.
+    peak_radius: int = TrainParams.peak_radius
 
     @classmethod
     def for_training(cls, params: TrainParams) -> ModelConfig:
@@ -76,6 +79,7 @@ class ModelConfig:
             neck_channels=params.neck_channels,
             simcc_ratio=params.simcc_ratio,
             width=params.width,
+            peak_radius=params.peak_radius,
         )
 
     def to_dict(self) -> dict:
@@ -85,6 +89,7 @@ class ModelConfig:
     def from_dict(cls, payload: dict) -> ModelConfig:
         payload = dict(payload)
         payload["mean"], payload["std"] = tuple(payload["mean"]), tuple(payload["std"])
+        payload.setdefault("peak_radius", 0)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(payload) - known)
         if unknown:
@@ -178,22 +183,41 @@ def soft_kl(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class IntegralHead(nn.Module):
-    """One heatmap per joint at stride 8; softmax over the map; x, y = its expectation."""
+    """One heatmap per joint at stride 8; softmax over the map; x, y = its expectation. Outside
+    training the expectation keeps ``peak_radius`` cells either side of the map's peak (0: all):
+    a map with two bumps (two raised fingers, either could be the index) averages to the empty
+    space between them, the peak's neighbourhood to one of them."""
 
-    def __init__(self, channels: int, joints: int = NUM_JOINTS):
+    def __init__(self, channels: int, joints: int = NUM_JOINTS, peak_radius: int = 0):
         super().__init__()
         self.block = _separable(channels)
         self.out = nn.Conv2d(channels, joints, 1)
+        self.peak_radius = peak_radius
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         logits = self.out(self.block(features))  # (N, J, h, w)
-        return self.decode((logits,)), (logits,)
+        # Training fits the whole map's expectation (every cell gets a gradient, and the KL
+        # term keeps the map to one bump); reading takes the peak's neighbourhood.
+        radius = 0 if self.training else self.peak_radius
+        return self.decode((logits,), radius), (logits,)
 
     @staticmethod
-    def decode(logits: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def decode(logits: tuple[torch.Tensor, ...], peak_radius: int = 0) -> torch.Tensor:
+        """(N, J, 2) in [0, 1]: the expectation of each softmaxed map, over the cells within
+        ``peak_radius`` of its largest one (0: over every cell)."""
         (maps,) = logits
         h, w = maps.shape[-2:]  # fixed by the input size; the batch stays dynamic (ONNX)
-        probs = F.softmax(maps.flatten(2).float(), dim=-1).unflatten(2, (h, w))
+        probs = F.softmax(maps.flatten(2).float(), dim=-1)
+        if peak_radius > 0:
+            peak = probs.argmax(-1, keepdim=True)  # (N, J, 1)
+            rows = torch.arange(h, device=maps.device).repeat_interleave(w)
+            cols = torch.arange(w, device=maps.device).repeat(h)
+            near = ((rows - torch.div(peak, w, rounding_mode="floor")).abs() <= peak_radius) & (
+                (cols - peak % w).abs() <= peak_radius
+            )
+            probs = probs * near
+            probs = probs / probs.sum(-1, keepdim=True)
+        probs = probs.unflatten(2, (h, w))
         x = (probs.sum(2) * bin_centres(w, maps.device)).sum(-1)
         y = (probs.sum(3) * bin_centres(h, maps.device)).sum(-1)
         return torch.stack([x, y], dim=-1)
@@ -293,7 +317,7 @@ class LandmarkRegressor(nn.Module):
         else:
             self.neck = FeaturePyramid(config.neck_channels, [every[i] for i in TAPS])
             if config.head == "integral":
-                self.head = IntegralHead(config.neck_channels)
+                self.head = IntegralHead(config.neck_channels, peak_radius=config.peak_radius)
             else:
                 side = _stride8_size(config.image_size)
                 self.head = SimCCHead(config.neck_channels, (side, side), self.simcc_bins)

@@ -392,6 +392,10 @@ class TrainParams:
     width: float = 0.5  # MobileNetV2 width multiplier (1: the seed's; 0.5: a third of the compute)
     neck_channels: int = 96  # integral/simcc: width of the stride-8 feature pyramid
     simcc_ratio: float = 2.0  # simcc: bins per input pixel
+    # integral: where a model reads landmarks (validation, evaluate, predict, export), the
+    # soft-argmax keeps this many heatmap cells (8 input px each) either side of the peak; 0:
+    # the whole map, as training fits it.
+    peak_radius: int = 2
     loss: str = "l1"  # smooth_l1 | l1 | mse | wing
     smooth_l1_beta: float = 0.02
     wing_omega: float = 0.05  # wing: log region, in units of the input side
@@ -457,6 +461,7 @@ class TrainParams:
             f"must be one of {self.LAYOUTS}",
         )
         _check(self.head in self.HEADS, "train.head", f"must be one of {self.HEADS}")
+        _check(self.peak_radius >= 0, "train.peak_radius", "must be 0 (the whole map) or more")
         _check(1.0 <= self.crop_margin <= 4.0, "train.crop_margin", "must be in [1, 4]")
         _check(1.0 <= self.crop_context <= 2.0, "train.crop_context", "must be in [1, 2]")
         _check(0 <= self.miss_fraction <= 1, "train.miss_fraction", "must be in [0, 1]")

@@ -20,7 +20,13 @@ from pipeline.data import load_split
 from pipeline.inference import predict
 from pipeline.losses import LOSSES, CoordinateLoss, wing
 from pipeline.metrics import compare_landmarks, validation_metrics
-from pipeline.model import ModelConfig, PretrainedWeightsError, build_model
+from pipeline.model import (
+    IntegralHead,
+    ModelConfig,
+    PretrainedWeightsError,
+    bin_centres,
+    build_model,
+)
 from pipeline.params import TrainParams
 from pipeline.training import TrainingError, batch_loss, fit, loss_for
 from tests.conftest import write_png
@@ -66,6 +72,44 @@ def test_head_decode_inverts_encode_on_exact_targets(head):
         shifted = model.encode_distributions(xy + 0.1, logits, sigma_px)
         wrong = tuple(t.clamp_min(1e-30).log() for t in shifted)
         assert (model.distribution_loss(wrong, targets) > 0.1).all()
+
+
+def test_reading_at_the_peak_keeps_one_of_two_bumps_and_training_reads_the_whole_map():
+    """Two bumps (two raised fingers, either could be the index): the whole map's expectation
+    lies between them, on neither; the peak's neighbourhood is the taller one, exactly."""
+    h = w = 16
+    logits = torch.full((1, 1, h, w), -30.0)
+    logits[0, 0, 4, 3] = 0.0  # the taller bump
+    logits[0, 0, 4, 12] = -0.5
+    centres = bin_centres(w)
+    whole = IntegralHead.decode((logits,), 0)[0, 0]
+    assert centres[3] < whole[0] < centres[12]  # between the two, on neither
+    for radius in (1, 2, 8):
+        torch.testing.assert_close(
+            IntegralHead.decode((logits,), radius)[0, 0], torch.stack([centres[3], centres[4]])
+        )
+    # a window wider than the map is the whole map
+    random_maps = torch.randn(2, 21, h, w)
+    torch.testing.assert_close(
+        IntegralHead.decode((random_maps,), w), IntegralHead.decode((random_maps,), 0)
+    )
+    # the model reads at the peak outside training only; files from before the knob read the
+    # whole map, as they were trained and measured
+    model = build_model(ModelConfig(image_size=64, peak_radius=1))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        (maps,) = model.eval().forward_train(x).logits
+        torch.testing.assert_close(
+            model.forward_train(x).coords[..., :2], IntegralHead.decode((maps,), 1)
+        )
+        model.train()
+        torch.manual_seed(0)
+        training = model.forward_train(x)
+    torch.testing.assert_close(training.coords[..., :2], IntegralHead.decode(training.logits, 0))
+    old = ModelConfig().to_dict()
+    del old["peak_radius"]
+    assert ModelConfig.from_dict(old).peak_radius == 0
+    assert ModelConfig.for_training(TrainParams()).peak_radius == TrainParams().peak_radius > 0
 
 
 @pytest.mark.parametrize("head", ("pooled_mlp", *SPATIAL_HEADS))
