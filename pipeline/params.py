@@ -392,9 +392,9 @@ class TrainParams:
     width: float = 0.5  # MobileNetV2 width multiplier (1: the seed's; 0.5: a third of the compute)
     neck_channels: int = 96  # integral/simcc: width of the stride-8 feature pyramid
     simcc_ratio: float = 2.0  # simcc: bins per input pixel
-    # integral: where a model reads landmarks (validation, evaluate, predict, export), the
-    # soft-argmax keeps this many heatmap cells (8 input px each) either side of the peak; 0:
-    # the whole map, as training fits it.
+    # integral: a trained model (evaluate, predict, score, export) reads each heatmap within
+    # this many cells (8 input px each) of its peak; 0: the whole map, as training fits and
+    # validates it (``model.reading_as_fitted``).
     peak_radius: int = 2
     loss: str = "l1"  # smooth_l1 | l1 | mse | wing
     smooth_l1_beta: float = 0.02

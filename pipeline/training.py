@@ -56,7 +56,13 @@ from pipeline.data import DiskImages, SplitData, image_chunks
 from pipeline.inference import autocast, channels_last, predict, select_device
 from pipeline.losses import CoordinateLoss
 from pipeline.metrics import presence_agreement, validation_metrics
-from pipeline.model import LandmarkRegressor, ModelConfig, build_model, load_matching
+from pipeline.model import (
+    LandmarkRegressor,
+    ModelConfig,
+    build_model,
+    load_matching,
+    reading_as_fitted,
+)
 from pipeline.params import TrainParams
 
 
@@ -415,15 +421,16 @@ def validate(state: TrainingState, validation: SplitData, context: StepContext) 
     ranks = context.ranks
     distributed.broadcast_buffers(state.evaluated)
     share = distributed.contiguous_shares(len(validation), ranks)[ranks.rank]
-    landmarks, presence = predict(
-        state.evaluated,
-        validation.images,
-        state.codec,
-        context.device,
-        validation.frames(context.params.image_size),
-        context.batch_size,
-        positions=share,
-    )
+    with reading_as_fitted(state.evaluated):
+        landmarks, presence = predict(
+            state.evaluated,
+            validation.images,
+            state.codec,
+            context.device,
+            validation.frames(context.params.image_size),
+            context.batch_size,
+            positions=share,
+        )
     landmarks = distributed.gather_rows(landmarks)
     presence = distributed.gather_rows(presence)
     shows = validation.presence

@@ -14,6 +14,7 @@ from pipeline.checkpoint import BEST, LAST, set_crop_margin
 from pipeline.evaluation import calibrate_finder_margin
 from pipeline.inference import load_networks_from
 from pipeline.io import read_table, write_json
+from pipeline.model import reading_as_fitted
 from pipeline.params import finder_params_for, load_params
 from pipeline.paths import FINDER_DIR, FINDER_METRICS
 from pipeline.paths import SPLIT_LABELS as KEPT
@@ -56,12 +57,13 @@ def main(argv: list[str] | None = None) -> None:
     calibration = {"crop_margin": params.train.crop_margin, "scale": 1.0, "frames": 0}
     if params.finder.calibrate_margin:
         network = load_networks_from(FINDER_DIR / BEST, params.train.device)["landmarks"]
-        calibration = calibrate_finder_margin(
-            network,
-            validation.table,
-            params.data.roots,
-            params.train.crop_margin,
-        )
+        with reading_as_fitted(network.module):
+            calibration = calibrate_finder_margin(
+                network,
+                validation.table,
+                params.data.roots,
+                params.train.crop_margin,
+            )
         set_crop_margin(FINDER_DIR / BEST, calibration["crop_margin"], calibration)
         print(
             f"finder: its squares are {calibration['scale']:.3f}x wider to match the teacher's "

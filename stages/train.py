@@ -15,6 +15,7 @@ from pipeline.data import concat_splits
 from pipeline.inference import load_networks_from
 from pipeline.io import read_table
 from pipeline.machine import available_cores
+from pipeline.model import reading_as_fitted
 from pipeline.params import Params, load_params
 from pipeline.paths import FINDER_DIR, LIVE_DIR
 from pipeline.paths import SPLIT_LABELS as KEPT
@@ -53,7 +54,10 @@ def train_student(params: Params, ranks: distributed.Ranks) -> None:
     if layout == "crop" and not cascade and params.train.finder_negatives:
         # on the CPU whatever trains: the same squares on every machine and in every process
         finder = load_networks_from(FINDER_DIR / BEST, "cpu")["landmarks"]
-        negatives = finder_negatives(finder, table[table["split"] == "train"], params.data.roots)
+        with reading_as_fitted(finder.module):
+            negatives = finder_negatives(
+                finder, table[table["split"] == "train"], params.data.roots
+            )
     train, validation = training_splits(
         table, params.data.roots, params.train, "both" if cascade else "hand",
         params.train.cache_budget_bytes, negatives,

@@ -26,6 +26,7 @@ from pipeline.model import (
     PretrainedWeightsError,
     bin_centres,
     build_model,
+    reading_as_fitted,
 )
 from pipeline.params import TrainParams
 from pipeline.training import TrainingError, batch_loss, fit, loss_for
@@ -106,6 +107,13 @@ def test_reading_at_the_peak_keeps_one_of_two_bumps_and_training_reads_the_whole
         torch.manual_seed(0)
         training = model.forward_train(x)
     torch.testing.assert_close(training.coords[..., :2], IntegralHead.decode(training.logits, 0))
+    # training stages validate with the whole map, and the reading comes back afterwards
+    model.eval()
+    with torch.no_grad():
+        with reading_as_fitted(model):
+            fitted = model.forward_train(x)
+        torch.testing.assert_close(fitted.coords[..., :2], IntegralHead.decode(fitted.logits, 0))
+        assert model.head.peak_radius == 1
     old = ModelConfig().to_dict()
     del old["peak_radius"]
     assert ModelConfig.from_dict(old).peak_radius == 0
