@@ -26,6 +26,7 @@ from pipeline.data import CACHE_PREFIX, load_split
 from pipeline.distributed import launch_command
 from pipeline.inference import predict
 from pipeline.metrics import validation_metrics
+from pipeline.model import reading_as_fitted
 from pipeline.params import ParamsError, TrainParams, params_from_dict
 from pipeline.schema import LANDMARK_COLUMNS
 from tests.conftest import write_png
@@ -159,9 +160,10 @@ def test_two_gloo_processes_train_like_one(runs, single_process_seeds):
     validation = load_split(validation_rows, two / "data", TRAIN["image_size"], "squash")
     best = load_checkpoint(two / "models" / "student" / BEST)
     model, codec, _ = model_from_checkpoint(best)
-    predicted, _ = predict(
-        model, validation.images, codec, torch.device("cpu"), validation.frames()
-    )
+    with reading_as_fitted(model):  # as validation reads (train.peak_radius is for use)
+        predicted, _ = predict(
+            model, validation.images, codec, torch.device("cpu"), validation.frames()
+        )
     assert validation_metrics(predicted, validation.landmarks, validation.width, validation.height)[
         "mpjpe_px"
     ] == pytest.approx(best["best"]["metrics"]["mpjpe_px"], rel=1e-4)

@@ -344,9 +344,10 @@ def test_fit_writes_checkpoints_that_round_trip(tmp_path, params):
         last = load_checkpoint(tmp_path / LAST)
         assert any(not torch.equal(last["model"][k], last["train_model"][k]) for k in last["model"])
     model, codec, config = model_from_checkpoint(best)
-    predicted, presence = predict(
-        model, validation.images, codec, torch.device("cpu"), validation.frames()
-    )
+    with reading_as_fitted(model):  # as validation reads (train.peak_radius is for use)
+        predicted, presence = predict(
+            model, validation.images, codec, torch.device("cpu"), validation.frames()
+        )
     assert predicted.shape == (4, 21, 3) and presence.shape == (4,)
     assert validation_metrics(predicted, validation.landmarks, validation.width, validation.height)[
         "mpjpe_px"
