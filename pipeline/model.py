@@ -6,6 +6,8 @@ Heads (``ModelConfig.head``):
 - ``integral``: a small feature pyramid brings the stride-32 features back to stride 8; one
   heatmap per joint, softmax over the map, x, y its expectation (integral regression /
   soft-argmax). Resolution is kept, and the output is still a coordinate any loss can take.
+  Outside training the expectation is taken near the map's peak (``peak_radius`` cells), so a
+  map with two bumps reads as one of them, not the empty space between.
 - ``simcc``: the same stride-8 features, per joint flattened into two 1-D classifications over
   ``simcc_ratio`` bins per input pixel (SimCC); x, y the expectation of each.
 
