@@ -9,6 +9,8 @@ square input shows), so a squashed 4:3 frame is rotated as the photo was, not sh
 
 A flip keeps joint indices (hands have no left/right joint pairs) and swaps handedness
 (``pipeline.keypoints.flip_handedness``). Colour: brightness, contrast, saturation, grayscale.
+Resolution: a crop shrunk and enlarged back, as a small hand in a photo looks once its crop is
+enlarged to the model's input (the landmarks do not move).
 
 Every random number is drawn on the CPU from the caller's generator, so results do not depend on
 the device, and nothing is drawn for an augmentation that is switched off (a run without geometry
@@ -170,6 +172,33 @@ def handedness_after(labels: list[str] | np.ndarray, flipped: torch.Tensor) -> l
         flip_handedness(label) if bool(flip) else label
         for label, flip in zip(labels, flipped.tolist())
     ]
+
+
+def low_resolution(
+    images: torch.Tensor, p: float, smallest: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Per sample with probability ``p``: shrink to ``s`` times its side (``s`` log-uniform in
+    [``smallest``, 1], area-averaged as a camera's sensor averages) and enlarge back bilinearly.
+
+    ``images`` is float (N, C, H, W) on any device. The crops of a small hand are enlarged to
+    the model's input, so they carry less detail than their pixel count says; training crops of
+    the renders and of large hands are sharp. Random numbers come from ``generator`` on the CPU,
+    and none are drawn when ``p`` is 0.
+    """
+    if p <= 0:
+        return images
+    n, _, height, width = images.shape
+    chosen = torch.rand(n, generator=generator) < p
+    scales = torch.exp(torch.empty(n, dtype=torch.float64).uniform_(
+        math.log(smallest), 0.0, generator=generator))  # fmt: skip
+    out = images.clone()
+    for i in torch.nonzero(chosen).flatten().tolist():
+        size = (max(2, round(height * float(scales[i]))), max(2, round(width * float(scales[i]))))
+        if size == (height, width):
+            continue
+        small = F.interpolate(images[i : i + 1], size=size, mode="area")
+        out[i] = F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)[0]
+    return out
 
 
 def color_augment(

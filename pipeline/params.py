@@ -413,6 +413,11 @@ class TrainParams:
     dropout: float = 0.2
     color_jitter: float = 0.3
     grayscale_p: float = 0.1
+    # Per sample with this probability the crop is shrunk to a side drawn log-uniformly from
+    # [low_res_min, 1] of its own and enlarged back: a hand few pixels wide, from a small photo
+    # or a far camera, seen as the model sees it once its crop is enlarged. Fine-tuning only.
+    low_res_p: float = 0.0
+    low_res_min: float = 0.35
     flip_p: float = 0.0  # horizontal mirror (handedness swaps, joint indices stay)
     # For crops the jitter also stands for the finder's errors: where it puts the square.
     rotate_deg: float = 15.0  # rotation uniform in ±rotate_deg
@@ -504,6 +509,8 @@ class TrainParams:
         _check(0 <= self.dropout < 1, "train.dropout", "must be in [0, 1)")
         _check(0 <= self.color_jitter <= 1, "train.color_jitter", "must be in [0, 1]")
         _check(0 <= self.grayscale_p <= 1, "train.grayscale_p", "must be in [0, 1]")
+        _check(0 <= self.low_res_p <= 1, "train.low_res_p", "must be in [0, 1]")
+        _check(0 < self.low_res_min <= 1, "train.low_res_min", "must be in (0, 1]")
         _check(0 <= self.flip_p <= 1, "train.flip_p", "must be in [0, 1]")
         _check(0 <= self.rotate_deg <= 180, "train.rotate_deg", "must be in [0, 180]")
         _check(
@@ -633,6 +640,8 @@ def pretrain_params_for(pretrain: PretrainParams, train: TrainParams) -> TrainPa
         wide_fraction=0.0,  # wide crops are cut from the teacher's table, not from renders
         finder_negatives=False,
         rehearsal=0.0,  # it trains on renders already
+        low_res_p=0.0,  # the renders teach shapes; the camera is fine-tuning's lesson
+        low_res_min=1.0,
     )
 
 
@@ -696,6 +705,8 @@ def finder_params_for(finder: FinderParams, train: TrainParams) -> TrainParams:
         wide_fraction=0.0,  # the finder sees whole frames, not crops
         finder_negatives=False,
         rehearsal=0.0,  # rendered crops are the landmark network's
+        low_res_p=0.0,  # its letterboxed frame is coarse already
+        low_res_min=1.0,
     )
 
 

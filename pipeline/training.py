@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline import distributed
-from pipeline.augment import augment_geometry, color_augment, geometry_enabled
+from pipeline.augment import augment_geometry, color_augment, geometry_enabled, low_resolution
 from pipeline.batching import batches
 from pipeline.checkpoint import (
     BEST,
@@ -352,6 +352,7 @@ def train_step(
             x, landmarks, context.aspect[index], params, generator, context.zoom,
             params.image_size,
         )  # fmt: skip
+    x = low_resolution(x, params.low_res_p, params.low_res_min, generator)
     x = color_augment(x, params.color_jitter, params.grayscale_p, generator)
     if channels_last(device):
         x = x.contiguous(memory_format=torch.channels_last)

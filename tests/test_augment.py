@@ -1,6 +1,7 @@
 """Geometry augmentation: one affine moves image and landmarks together (a drawn landmark is found
 again where the transformed coordinates say), flips mirror x and swap handedness, rotations respect
-the picture's aspect ratio, the hand stays in view, and nothing is drawn when it is off."""
+the picture's aspect ratio, the hand stays in view, and nothing is drawn when it is off. The
+low-resolution crop loses fine detail and keeps the picture where it was."""
 
 import math
 
@@ -13,6 +14,7 @@ from pipeline.augment import (
     color_augment,
     geometry_enabled,
     handedness_after,
+    low_resolution,
     random_affines,
     transform_points,
     warp_images,
@@ -166,3 +168,58 @@ def test_colour_augment_keeps_range_and_grayscale_is_gray():
     assert math.isclose(
         float(color_augment(images, 0, 0, torch.Generator()).sub(images).abs().max()), 0
     )
+
+
+def checkerboard(n: int, size: int) -> torch.Tensor:
+    """Black and white squares of one pixel: all fine detail, mean 0.5."""
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    return ((rows + cols) % 2).float().expand(n, 3, size, size).clone()
+
+
+def test_low_resolution_blurs_fine_detail_and_keeps_the_picture_in_place():
+    images = checkerboard(8, 32)
+    out = low_resolution(images, 1.0, 0.25, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape
+    # One-pixel squares averaged over 4-pixel cells (or less at 0.25-1 of the side): what a
+    # sensor of a quarter the pixels records of them is grey, far from black or white.
+    assert float((out - 0.5).abs().amax(dim=(1, 2, 3)).min()) < 0.45
+    # Area averaging and bilinear enlarging move no mass: a bright spot stays where it was.
+    spot = torch.zeros(1, 1, 32, 32)
+    spot[0, 0, 20:24, 8:12] = 1.0
+    blurred = low_resolution(spot, 1.0, 0.5, torch.Generator().manual_seed(1))
+    rows, cols = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    weights = blurred[0, 0] / blurred[0, 0].sum()
+    centre = (float((weights * rows).sum()), float((weights * cols).sum()))
+    assert abs(centre[0] - 21.5) < 1.0 and abs(centre[1] - 9.5) < 1.0
+
+
+def test_low_resolution_off_draws_nothing_and_on_is_reproducible():
+    images = torch.rand(5, 3, 16, 16)
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    assert low_resolution(images, 0.0, 0.35, generator) is images
+    assert torch.equal(generator.get_state(), state)
+    runs = [low_resolution(images, 0.5, 0.35, torch.Generator().manual_seed(4)) for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+    changed = [not torch.equal(runs[0][i], images[i]) for i in range(5)]
+    assert any(changed)  # p = 0.5 of 5: some are shrunk, and those not chosen are untouched
+    for i in range(5):
+        if not changed[i]:
+            assert torch.equal(runs[0][i], images[i])
+
+
+def test_low_resolution_is_for_fine_tuning_only():
+    from pipeline.params import (
+        FinderParams,
+        ParamsError,
+        PretrainParams,
+        finder_params_for,
+        pretrain_params_for,
+    )
+
+    train = TrainParams(low_res_p=0.5)
+    assert pretrain_params_for(PretrainParams(), train).low_res_p == 0
+    assert finder_params_for(FinderParams(), train).low_res_p == 0
+    for bad in ({"low_res_p": 1.5}, {"low_res_min": 0.0}):
+        with pytest.raises(ParamsError, match="low_res"):
+            TrainParams(**bad)
