@@ -386,7 +386,7 @@ class TrainParams:
     # Renders of the pretrain section's kind mixed into the train split, as a share of its
     # samples (0: none): what pre-training taught (poses, views) is rehearsed while fine-tuning
     # on the data set. Truth labels; their z is not trained.
-    rehearsal: float = 0.5
+    rehearsal: float = 1.0  # 0.5 until 2026-12-07 night (docs/student.md)
     presence_weight: float = 1.0  # weight of the presence head's binary cross-entropy
     head: str = "integral"  # pooled_mlp | integral | simcc
     width: float = 0.5  # MobileNetV2 width multiplier (1: the seed's; 0.5: a third of the compute)
