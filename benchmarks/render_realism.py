@@ -1,5 +1,5 @@
 """How hand-like the renders are, without a pipeline run: render hands, let the teacher read them,
-score it against the rendered truth (PCK@0.1 per gesture and overall).
+score it against the rendered truth (PCK@0.1 per gesture, per view and overall).
 
 The loop for renderer work: a change to the renderer (or a copy of ``render.py`` passed with
 ``--renderer``) measured on the same renders (same poses, people and views: the random draws
@@ -34,6 +34,27 @@ from pipeline.sources.synthetic.subjects import make_subject_styles
 from pipeline.teacher import Teacher
 
 NAME = "render_realism"
+VIEWS = ("palm", "back")
+
+
+def turn_sign(landmarks_px: np.ndarray) -> np.ndarray:
+    """Which way round each hand lies in the picture, +1 or -1 (0 if degenerate): the sign of
+    (index knuckle - wrist) x (little-finger knuckle - wrist) in image pixels, y down. A mirror
+    image has the other sign. landmarks_px: (N, 21, 2)."""
+    index = landmarks_px[:, 5] - landmarks_px[:, 0]
+    little = landmarks_px[:, 17] - landmarks_px[:, 0]
+    return np.sign(index[:, 0] * little[:, 1] - index[:, 1] * little[:, 0])
+
+
+def views(truth_px: np.ndarray, handedness: np.ndarray) -> np.ndarray:
+    """Which side of each rendered hand faces the camera, "palm" or "back", from its true
+    landmarks and its handedness. A right hand (as MediaPipe names it) shows its palm with the
+    thumb on the picture's right, turn sign -1, and its back with +1; a left hand the other way
+    round. The renders stay far from edge on (turned at most ``turn_max``, 25 degrees, about
+    the hand's long axis and 20 about the other), so the sign does not waver there."""
+    right = np.asarray(handedness) == "Right"
+    palm = (turn_sign(truth_px) < 0) == right
+    return np.where(palm, "palm", "back")
 
 
 def load_renderer(path: Path):
@@ -64,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     renderer = load_renderer(args.renderer)
     rng = np.random.default_rng(args.seed)
     styles = make_subject_styles(rng, args.subjects)
-    teacher_px, truth_px, gestures = [], [], []
+    teacher_px, truth_px, gestures, handedness = [], [], [], []
     started = time.perf_counter()
     # The per-machine cached bundle, not models/teacher/: that is the teacher stage's DVC output.
     with Teacher(pinned_teacher_model()) as teacher:
@@ -78,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
                 teacher_px.append(found.landmarks[0][:, :2] * (WIDTH, HEIGHT))
                 truth_px.append(hand.landmarks_px)
                 gestures.append(gesture)
+                handedness.append(hand.handedness)
     seconds = time.perf_counter() - started
     if not gestures:
         raise SystemExit(f"the teacher found no hand in {args.renders} renders")
@@ -98,6 +120,22 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"teacher vs the rendered truth on {args.renders} renders ({args.renderer}, seed "
           f"{args.seed}, {seconds:.0f} s)")  # fmt: skip
     print(markdown_table(["gesture", "hands found", "PCK@0.1", "mean / hand", "scale"], rows))
+
+    # The back of the hand is where the renders are least hand-like to the teacher (docs/data.md,
+    # "The back of the hand"): per view, and how often it reads the hand mirrored, its thumb on
+    # the side of the little finger.
+    view = views(truth_px, np.array(handedness))
+    mirrored = turn_sign(teacher_px) != turn_sign(truth_px)
+    per_view = {}
+    for name in VIEWS:
+        mine = view == name
+        if mine.any():
+            per_view[name] = compare(teacher_px[mine], truth_px[mine], width[mine])
+            per_view[name]["read_mirrored"] = round(float(mirrored[mine].mean()), 4)
+    view_rows = [[name, found["images"], found["pck_10"], found["mpjpe_norm_hand"],
+                  found["read_mirrored"]] for name, found in per_view.items()]  # fmt: skip
+    print(markdown_table(["view", "hands found", "PCK@0.1", "mean / hand", "read mirrored"],
+                         view_rows))  # fmt: skip
     result = {
         "machine": machine(),
         "renderer": str(args.renderer),
@@ -105,6 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seed": args.seed,
         "all": overall,
         "per_gesture": per_gesture,
+        "per_view": per_view,
         "seconds": round(seconds, 1),
     }
     finish(NAME, result)
