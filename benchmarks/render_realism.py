@@ -3,7 +3,8 @@ score it against the rendered truth (PCK@0.1 per gesture, per view and overall).
 
 The loop for renderer work: a change to the renderer (or a copy of ``render.py`` passed with
 ``--renderer``) measured on the same renders (same poses, people and views: the random draws
-do not depend on how a hand is shaded), about 25 s per 300 renders here. A few hundred renders
+do not depend on how a hand is shaded; a change to its shape can move the draws of the renders
+after it), about 25 s per 300 renders here. A few hundred renders
 move by about 0.015 between sets, so compare variants on the same ``--seed`` and confirm on two
 or three seeds (docs/data.md, "How hand-like the renders are").
 
