@@ -29,6 +29,7 @@ import numpy as np
 
 from benchmarks.common import HEIGHT, REPO, WIDTH, finish, machine, markdown_table
 from benchmarks.teacher_vs_truth import compare
+from pipeline.keypoints import JOINT_INDEX, WRIST
 from pipeline.scoring import pinned_teacher_model
 from pipeline.sources.synthetic.kinematics import GESTURE_CLASSES
 from pipeline.sources.synthetic.subjects import make_subject_styles
@@ -42,8 +43,9 @@ def turn_sign(landmarks_px: np.ndarray) -> np.ndarray:
     """Which way round each hand lies in the picture, +1 or -1 (0 if degenerate): the sign of
     (index knuckle - wrist) x (little-finger knuckle - wrist) in image pixels, y down. A mirror
     image has the other sign. landmarks_px: (N, 21, 2)."""
-    index = landmarks_px[:, 5] - landmarks_px[:, 0]
-    little = landmarks_px[:, 17] - landmarks_px[:, 0]
+    wrist = landmarks_px[:, WRIST]
+    index = landmarks_px[:, JOINT_INDEX["index_mcp"]] - wrist
+    little = landmarks_px[:, JOINT_INDEX["pinky_mcp"]] - wrist
     return np.sign(index[:, 0] * little[:, 1] - index[:, 1] * little[:, 0])
 
 

@@ -24,11 +24,14 @@ def upright_right_palm(width: float = 200.0) -> np.ndarray:
     return hand
 
 
+def mirrored(hand: np.ndarray, width: float = 200.0) -> np.ndarray:
+    """The hand as a mirror would show it, about the picture's vertical centre line."""
+    return np.column_stack([width - hand[:, 0], hand[:, 1]])
+
+
 def test_a_mirror_image_turns_the_other_way():
     hand = upright_right_palm()
-    mirrored = hand.copy()
-    mirrored[:, 0] = 200.0 - mirrored[:, 0]
-    hands = np.stack([hand, mirrored])
+    hands = np.stack([hand, mirrored(hand)])
     np.testing.assert_array_equal(turn_sign(hands), [-1, 1])
     # Rotating a hand in the picture does not turn it over.
     angle = np.deg2rad(150)
@@ -38,9 +41,7 @@ def test_a_mirror_image_turns_the_other_way():
 
 def test_views_follow_handedness_and_the_turn():
     hand = upright_right_palm()
-    mirrored = hand.copy()
-    mirrored[:, 0] = 200.0 - mirrored[:, 0]
-    hands = np.stack([hand, hand, mirrored, mirrored])
+    hands = np.stack([hand, hand, mirrored(hand), mirrored(hand)])
     handedness = np.array(["Right", "Left", "Left", "Right"])
     # A left hand's palm is a right hand's palm mirrored; a left hand lying as a right palm
     # does shows its back.
