@@ -1,5 +1,6 @@
 """How hand-like the renders are, without a pipeline run: render hands, let the teacher read them,
-score it against the rendered truth (PCK@0.1 per gesture, per view and overall).
+score it against the rendered truth (PCK@0.1 per gesture, per view and overall, and where in the
+hand each joint is read on average, per view).
 
 The loop for renderer work: a change to the renderer (or a copy of ``render.py`` passed with
 ``--renderer``) measured on the same renders (same poses, people and views: the random draws
@@ -29,7 +30,7 @@ import numpy as np
 
 from benchmarks.common import HEIGHT, REPO, WIDTH, finish, machine, markdown_table
 from benchmarks.teacher_vs_truth import compare
-from pipeline.keypoints import JOINT_INDEX, WRIST
+from pipeline.keypoints import JOINT_INDEX, JOINT_NAMES, WRIST
 from pipeline.scoring import pinned_teacher_model
 from pipeline.sources.synthetic.kinematics import GESTURE_CLASSES
 from pipeline.sources.synthetic.subjects import make_subject_styles
@@ -58,6 +59,26 @@ def views(truth_px: np.ndarray, handedness: np.ndarray) -> np.ndarray:
     right = np.asarray(handedness) == "Right"
     palm = (turn_sign(truth_px) < 0) == right
     return np.where(palm, "palm", "back")
+
+
+def hand_frame_offsets(read_px: np.ndarray, truth_px: np.ndarray) -> np.ndarray:
+    """Where each joint is read relative to its truth, in the true hand's own frame: (N, 21, 2),
+    x across the hand towards the index finger's side (the thumb's), y from the wrist towards
+    the middle finger's knuckle, in units of that palm length. A hand turned, mirrored, moved
+    or scaled in the picture gives the same numbers for the same misreading, so their mean over
+    renders shows what the teacher reads consistently elsewhere (a palm read shorter, curled
+    tips read nearer the knuckles), which PCK alone does not. read_px, truth_px: (N, 21, 2)."""
+    wrist = truth_px[:, WRIST]
+    along = truth_px[:, JOINT_INDEX["middle_mcp"]] - wrist
+    palm_length = np.linalg.norm(along, axis=1)
+    y_axis = along / palm_length[:, None]
+    x_axis = np.column_stack([-y_axis[:, 1], y_axis[:, 0]])
+    index_side = np.einsum("ij,ij->i", truth_px[:, JOINT_INDEX["index_mcp"]] - wrist, x_axis)
+    x_axis = x_axis * np.where(index_side < 0, -1.0, 1.0)[:, None]
+    error = read_px - truth_px
+    across = np.einsum("njk,nk->nj", error, x_axis)
+    up = np.einsum("njk,nk->nj", error, y_axis)
+    return np.stack([across, up], axis=-1) / palm_length[:, None, None]
 
 
 def load_renderer(path: Path):
@@ -135,10 +156,27 @@ def main(argv: list[str] | None = None) -> dict:
         if mine.any():
             per_view[name] = compare(teacher_px[mine], truth_px[mine], width[mine])
             per_view[name]["read_mirrored"] = round(float(mirrored[mine].mean()), 4)
+            # Where the hands it does not mirror are read, on average: the misreadings that a
+            # renderer change would have to move (a mirrored hand's offsets say nothing).
+            kept = mine & ~mirrored
+            if kept.any():
+                mean = hand_frame_offsets(teacher_px[kept], truth_px[kept]).mean(axis=0)
+                per_view[name]["mean_offset_palm_lengths"] = {
+                    joint: [round(float(v), 4) for v in mean[j]]
+                    for j, joint in enumerate(JOINT_NAMES)
+                }
     view_rows = [[name, found["images"], found["pck_10"], found["mpjpe_norm_hand"],
                   found["read_mirrored"]] for name, found in per_view.items()]  # fmt: skip
     print(markdown_table(["view", "hands found", "PCK@0.1", "mean / hand", "read mirrored"],
                          view_rows))  # fmt: skip
+    with_offsets = {name: found["mean_offset_palm_lengths"] for name, found in per_view.items()
+                    if "mean_offset_palm_lengths" in found}  # fmt: skip
+    offset_rows = [[joint, *(f"{mean[joint][0]:+.3f}, {mean[joint][1]:+.3f}"
+                             for mean in with_offsets.values())]
+                   for joint in JOINT_NAMES]  # fmt: skip
+    print("\nmean offset as read, hands not mirrored (palm lengths: across towards the thumb's "
+          "side, along towards the fingers)")  # fmt: skip
+    print(markdown_table(["joint", *with_offsets], offset_rows))
     result = {
         "machine": machine(),
         "renderer": str(args.renderer),
